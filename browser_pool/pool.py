@@ -1,0 +1,315 @@
+"""The pool of tabs: N pages in one headless Chromium, each kept alive at its own URL.
+
+Replace, never repair: a tab that crashed, hung or misbehaved is closed (its renderer killed
+if closing fails) and a fresh page opens at the same URL, so it connects to the same port.
+The whole browser dying means relaunching it with all tabs; the Playwright driver dying means
+a new Playwright instance. Restarts back off, and a tab that keeps failing trips a circuit
+breaker that the orchestrator turns into a clean stop.
+
+All methods run on the pool's own asyncio loop. `on_event(kind, fields)` reports everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from playwright.async_api import Browser, BrowserContext, Error as PlaywrightError, Page, Playwright, async_playwright
+
+from browser_pool import processes
+from browser_pool.chromium import LaunchOptions
+
+log = logging.getLogger("lunarfleet.pool")
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class PoolSettings:
+    heartbeat_s: float = 2.0
+    hang_s: float = 10.0  # a page that does not answer an evaluate this long is hung
+    call_s: float = 15.0  # deadline of every other Playwright call
+    navigation_s: float = 30.0
+    breaker_failures: int = 10  # more failures than this of one tab within the window stop the run
+    breaker_window_s: float = 600.0
+    backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+    connect_click: str | None = None  # selector (or text=...) to click after loading, for click-to-connect pages
+    init_script: str | None = None  # JS run before the page's own scripts, with {port}, {env_id} filled in
+    recycle_steps: int = 0  # replace a tab after this many steps, at an episode boundary (0: never)
+    recycle_hours: float = 0.0
+
+
+@dataclass
+class PoolTab:
+    index: int
+    url: str
+    port: int
+    page: Page | None = None
+    renderer_pid: int | None = None
+    state: str = "new"  # new, loading, loaded, connected, stepping, restarting, failed, closed
+    restarts: int = 0
+    opened_at: float = 0.0  # wall clock of the latest (re)open
+    failures: deque[float] = field(default_factory=deque)
+    causes: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class CircuitOpen(RuntimeError):
+    """A tab failed too often: the run should stop, checkpoint saved, with this message."""
+
+
+class TabPool:
+    def __init__(
+        self,
+        urls: list[str],
+        ports: list[int],
+        launch: LaunchOptions,
+        settings: PoolSettings | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.tabs = [PoolTab(index=i, url=u, port=p) for i, (u, p) in enumerate(zip(urls, ports, strict=True))]
+        self.launch_options = launch
+        self.settings = settings or PoolSettings()
+        self._emit = on_event or (lambda kind, fields: None)
+        self._pw: Playwright | None = None
+        self._browser: Browser | None = None
+        self._context: BrowserContext | None = None
+        self._browser_pid: int | None = None
+        self._driver_pid: int | None = None
+        self._trace_lock = asyncio.Lock()
+        self._relaunch_lock = asyncio.Lock()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.fatal: str | None = None  # set when the circuit breaker trips
+        self.browser_restarts = 0
+        self.driver_restarts = 0
+
+    # ---- start and stop ----------------------------------------------------------------
+    async def start(self) -> None:
+        await self._launch()
+        await asyncio.gather(*(self._open(tab) for tab in self.tabs))
+        self._check_renderers()
+        self._watch_task = asyncio.create_task(self._watch())
+
+    async def _launch(self) -> None:
+        self._pw = await async_playwright().start()
+        self._driver_pid = (d := processes.playwright_driver(os.getpid())) and d.pid
+        opts = self.launch_options
+        self._browser = await asyncio.wait_for(
+            self._pw.chromium.launch(
+                executable_path=opts.executable,
+                headless=opts.headless,
+                args=opts.args(os.getpid()),
+            ),
+            self.settings.navigation_s,
+        )
+        self._browser.on("disconnected", lambda _: self._on_browser_gone())
+        self._context = await self._browser.new_context(viewport={"width": 800, "height": 600})
+        ours = [p for p in processes.marked_browsers(os.getpid()) if processes.is_alive(p.pid)]
+        newest = max(ours, key=lambda p: p.create_time(), default=None)
+        self._browser_pid = newest.pid if newest else None
+        folder = newest and processes.profile_dir(newest)
+        if folder:
+            processes.record_profile(os.getpid(), folder)
+        self._emit("browser_launched", {"pid": self._browser_pid, "version": self._browser.version})
+
+    async def close(self) -> None:
+        """Close every tab, the browser and the driver; kill whatever does not go quietly."""
+        self._closing = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+        for tab in self.tabs:
+            tab.state = "closed"
+        await self._shutdown_browser()
+        processes.forget_owner(os.getpid())
+
+    async def _shutdown_browser(self) -> None:
+        browser_pid, driver_pid = self._browser_pid, self._driver_pid
+        if self._browser is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._browser.close(), 10)
+        if self._pw is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pw.stop(), 10)
+        for pid in (browser_pid, driver_pid):
+            if pid and processes.wait_gone([pid], 2.0):
+                with contextlib.suppress(psutil.Error):
+                    processes.kill_tree(psutil.Process(pid))
+        self._browser = self._context = self._pw = None
+
+    # ---- one tab -----------------------------------------------------------------------
+    async def _open(self, tab: PoolTab) -> None:
+        assert self._context is not None and self._browser is not None
+        tab.state = "loading"
+        tab.opened_at = time.time()
+        page = await asyncio.wait_for(self._context.new_page(), self.settings.call_s)
+        tab.page = page
+        page.on("crash", lambda _: self._spawn(self.replace(tab.index, "crash", "the page crashed")))
+        if self.settings.init_script:
+            script = self.settings.init_script.replace("{port}", str(tab.port)).replace("{env_id}", str(tab.index))
+            await page.add_init_script(script)
+        await page.goto(tab.url, timeout=self.settings.navigation_s * 1000, wait_until="load")
+        if self.settings.connect_click:
+            await page.click(self.settings.connect_click, timeout=self.settings.call_s * 1000)
+        async with self._trace_lock:
+            tab.renderer_pid = await asyncio.wait_for(processes.renderer_pid(self._browser, page), self.settings.call_s)
+        if tab.state == "loading":
+            tab.state = "loaded"
+        self._emit("tab_opened", {"tab": tab.index, "port": tab.port, "renderer_pid": tab.renderer_pid})
+
+    def _check_renderers(self) -> None:
+        pids = [t.renderer_pid for t in self.tabs]
+        if None in pids or len(set(pids)) != len(pids):
+            self._emit(
+                "warning",
+                {"message": f"tabs share renderer processes ({pids}): one crash may take several tabs; "
+                 "do not pass --process-per-site"},
+            )
+
+    async def replace(self, index: int, cause: str, detail: str = "", since: float | None = None) -> None:
+        """Replace tab `index`. Failures reported before its latest (re)open are ignored."""
+        tab = self.tabs[index]
+        if self._closing or self.fatal:
+            return
+        if since is not None and since < tab.opened_at:
+            return  # already replaced after this failure was seen
+        async with tab.lock:
+            if self._closing or (since is not None and since < tab.opened_at):
+                return
+            started = time.monotonic()
+            now = time.time()
+            tab.failures.append(now)
+            tab.causes.append(cause)
+            while tab.failures and tab.failures[0] < now - self.settings.breaker_window_s:
+                tab.failures.popleft()
+            if len(tab.failures) > self.settings.breaker_failures:
+                self.fatal = (
+                    f"tab {index + 1} (port {tab.port}) failed {len(tab.failures)} times in "
+                    f"{self.settings.breaker_window_s / 60:.0f} min (causes: {', '.join(tab.causes)}); "
+                    "stopping the run. Check the page at " + tab.url
+                )
+                tab.state = "failed"
+                self._emit("breaker", {"tab": index, "message": self.fatal})
+                return
+            tab.state = "restarting"
+            self._emit("tab_failed", {"tab": index, "port": tab.port, "cause": cause, "detail": detail})
+            delay = self.settings.backoff_s[min(len(tab.failures) - 1, len(self.settings.backoff_s) - 1)]
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                await self._close_page(tab)
+                await self._open(tab)
+            except Exception as exc:  # the browser or driver may be gone: the watcher handles that
+                self._emit("warning", {"message": f"replacing tab {index + 1} failed: {exc!r}"[:300]})
+                tab.state = "failed"
+                return
+            tab.restarts += 1
+            self._emit(
+                "tab_replaced",
+                {"tab": index, "port": tab.port, "cause": cause, "seconds": round(time.monotonic() - started, 3),
+                 "renderer_pid": tab.renderer_pid},
+            )
+
+    async def _close_page(self, tab: PoolTab) -> None:
+        page, tab.page = tab.page, None
+        if page is None:
+            return
+        try:
+            await asyncio.wait_for(page.close(), 5)
+        except Exception:
+            pass
+        if tab.renderer_pid and processes.wait_gone([tab.renderer_pid], 0.5):
+            with contextlib.suppress(OSError):
+                os.kill(tab.renderer_pid, signal.SIGKILL)
+
+    # ---- watching ------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            if self._closing or self.fatal:
+                continue
+            if self._driver_pid and not processes.is_alive(self._driver_pid):
+                await self._relaunch("driver", "the Playwright driver died")
+                continue
+            if self._browser is None or not self._browser.is_connected() or (
+                self._browser_pid and not processes.is_alive(self._browser_pid)
+            ):
+                await self._relaunch("browser", "the browser process died")
+                continue
+            await asyncio.gather(*(self._heartbeat(tab) for tab in self.tabs))
+
+    async def _heartbeat(self, tab: PoolTab) -> None:
+        if tab.page is None or tab.state in ("restarting", "loading", "closed") or tab.lock.locked():
+            return
+        since = time.time()
+        try:
+            await asyncio.wait_for(tab.page.evaluate("1"), self.settings.hang_s)
+        except TimeoutError:
+            await self.replace(tab.index, "hang", f"the page did not answer for {self.settings.hang_s:g} s", since)
+        except PlaywrightError as exc:
+            if "crash" in str(exc).lower():
+                await self.replace(tab.index, "crash", str(exc)[:200], since)
+
+    def _on_browser_gone(self) -> None:
+        if not self._closing:
+            self._spawn(self._relaunch("browser", "the browser disconnected"))
+
+    async def _relaunch(self, what: str, why: str) -> None:
+        """Start the browser (and for a dead driver, Playwright) again, with all tabs."""
+        if self._relaunch_lock.locked():
+            return
+        async with self._relaunch_lock:
+            if self._closing:
+                return
+            started = time.monotonic()
+            self._emit("browser_failed", {"what": what, "cause": why})
+            for tab in self.tabs:
+                tab.state = "restarting"
+                tab.page = None
+            await self._shutdown_browser()
+            await self._launch()
+            await asyncio.gather(*(self._open(tab) for tab in self.tabs))
+            for tab in self.tabs:
+                tab.restarts += 1
+            if what == "driver":
+                self.driver_restarts += 1
+            else:
+                self.browser_restarts += 1
+            self._emit("browser_restarted", {"what": what, "seconds": round(time.monotonic() - started, 3)})
+
+    # ---- for the orchestrator ----------------------------------------------------------
+    def tab_for_port(self, port: int) -> PoolTab | None:
+        return next((t for t in self.tabs if t.port == port), None)
+
+    @property
+    def browser_pid(self) -> int | None:
+        return self._browser_pid
+
+    @property
+    def driver_pid(self) -> int | None:
+        return self._driver_pid
+
+    async def evaluate(self, index: int, script: str) -> Any:
+        page = self.tabs[index].page
+        if page is None:
+            raise RuntimeError(f"tab {index + 1} has no page right now")
+        return await asyncio.wait_for(page.evaluate(script), self.settings.call_s)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(_log_task_error)
+
+
+def _log_task_error(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("pool task failed: %r", task.exception())

@@ -1,0 +1,1 @@
+"""Orchestrator room: the CLI, run configuration, the run's life, monitoring, run files."""

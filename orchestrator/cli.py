@@ -1,0 +1,184 @@
+"""`lunarfleet`: train PPO in headless browser tabs, with no tab opened by hand.
+
+Subcommands: train (the main job), smoke (a short real run for CI, with a JSON verdict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from orchestrator.config import RunConfig
+
+EPILOG = """\
+examples:
+  lunarfleet train                          4 tabs of the embedded rover sim, 1M steps
+  lunarfleet train --envs 8 --timesteps 200000 --stage 1
+  lunarfleet train --url 'http://localhost:4200/?wsPort={port}&maxSteps={max_steps}'
+                                            your own rover app, unmodified
+  lunarfleet smoke --json out.json          a 2-tab, 4096-step real run for CI
+
+Checkpoints go to models/lunar_rover_ppo_<steps>_steps.zip; the newest is loaded
+automatically. Each run writes runs/<run-id>/ (config, events, summary, TensorBoard).
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _add_page_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        metavar="TEMPLATE",
+        help="page URL template for your own app, with placeholders {port} (the tab's WebSocket port), "
+        "{env_id} (0..N-1), {max_steps}; for example 'http://localhost:4200/?wsPort={port}&maxSteps={max_steps}'. "
+        "Default: the embedded rover simulation, served by LunarFleet on http://localhost:4200",
+    )
+    p.add_argument("--base-port", type=_positive_int, default=8765, help="first WebSocket port; tab i uses base+i (default 8765; the next free block if taken)")
+    p.add_argument("--app-port", type=_positive_int, default=4200, help="port that serves the embedded simulation (default 4200; a free one if taken)")
+    p.add_argument("--browser", metavar="PATH", help="Chromium executable (default: Playwright's own if installed, else /usr/bin/chromium)")
+    p.add_argument("--headed", action="store_true", help="show the browser windows (needs a display)")
+    p.add_argument("--step-timeout", type=_positive_float, default=10.0, metavar="S", help="a tab that does not answer a step within S seconds is hung and replaced (default 10)")
+    p.add_argument("--connect-timeout", type=_positive_float, default=60.0, metavar="S", help="how long to wait for all tabs to connect at start (default 60)")
+
+
+def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: int, smoke: bool) -> None:
+    p.add_argument("--envs", type=_positive_int, default=envs, metavar="N", help=f"number of parallel tabs/environments (default {envs})")
+    p.add_argument("--timesteps", type=_positive_int, default=timesteps, metavar="T", help=f"train until the model has T steps in total; a resumed model continues its count (default {timesteps:,})")
+    p.add_argument("--timescale", type=_positive_float, default=2.0, metavar="X", help="simulated time per step = X/60 s (default 2.0, as the seed)")
+    p.add_argument("--max-episode-steps", type=_positive_int, default=1000 if smoke else 10_000, metavar="M", help=f"maximum episode length (default {1000 if smoke else 10_000:,})")
+    p.add_argument("--stage", type=int, choices=(1, 2, 3, 4), default=1, help="reward stage of the embedded sim: 1 driving, 2 navigation, 3 orbs, 4 full task (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of PPO and of the simulations (tab i gets seed+i) (default 0)")
+    p.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="checkpoint folder (default " + ("a fresh folder inside the run folder" if smoke else "models/") + ")")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders go (default runs/)")
+    p.add_argument("--save-freq", type=int, default=0 if smoke else 10_000, metavar="S", help="save a checkpoint every S total steps, 0 for only at the end (default " + ("0" if smoke else "10,000") + ")")
+    p.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display: a bar on a terminal, plain lines otherwise (default auto)")
+    _add_page_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lunarfleet",
+        description="Train a PPO agent on a browser simulation in N headless Chromium tabs. LunarFleet opens "
+        "the tabs, connects each to its own WebSocket port, replaces crashed or hung tabs, and trains "
+        "Stable-Baselines3 PPO alongside.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train PPO (resumes the newest checkpoint)", description="Train PPO in N headless tabs. Resumes the newest checkpoint in --models-dir unless --no-auto-load; Ctrl+C saves lunar_rover_ppo_interrupted.zip and exits cleanly.")
+    _add_training_options(train, envs=4, timesteps=1_000_000, smoke=False)
+    train.add_argument("--load", type=Path, metavar="PATH", help="start from this checkpoint instead of the newest one")
+    train.add_argument("--no-auto-load", action="store_true", help="start a fresh model even if checkpoints exist")
+
+    smoke = sub.add_parser("smoke", help="a short real training run for CI, with a JSON verdict", description="A short, real training run (real tabs, real PPO) in a fresh models folder. Exit code 0 only when training completed, every tab connected, and the final checkpoint loads back.")
+    _add_training_options(smoke, envs=2, timesteps=4096, smoke=True)
+    smoke.add_argument("--json", type=Path, metavar="PATH", help="write the verdict as one JSON object: ok, envs, timesteps, episodes, fps, tab_restarts, checkpoint, elapsed_s, error, ...")
+    smoke.add_argument("--keep", action="store_true", help="keep the smoke run's models folder (default: deleted unless --models-dir is given)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    cfg = _config(args)
+    if args.command in ("train", "smoke"):
+        return _train_or_smoke(cfg, args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    cfg = RunConfig(
+        command=args.command,
+        envs=args.envs,
+        timesteps=args.timesteps,
+        timescale=args.timescale,
+        max_episode_steps=args.max_episode_steps,
+        url=args.url,
+        runs_dir=args.runs_dir,
+        save_freq=args.save_freq,
+        seed=args.seed,
+        stage=args.stage,
+        base_port=args.base_port,
+        app_port=args.app_port,
+        step_timeout=args.step_timeout,
+        connect_timeout=args.connect_timeout,
+        browser=args.browser,
+        headed=args.headed,
+        progress=args.progress,
+    )
+    if args.command == "train":
+        cfg.models_dir = args.models_dir or Path("models")
+        cfg.load = args.load
+        cfg.auto_load = not args.no_auto_load
+    else:
+        cfg.models_dir = args.models_dir or cfg.run_dir / "models"
+        cfg.json_path = args.json
+    if cfg.url is not None:
+        try:
+            cfg.tab_url(0, 8765, 4200)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise SystemExit(f"lunarfleet: --url has an unknown placeholder {exc}; use {{port}}, {{env_id}}, {{max_steps}}")
+        if "{port}" not in cfg.url:
+            print("[Setup] ! --url has no {port}: every tab gets the same URL, so the page must learn its port another way", flush=True)
+    return cfg
+
+
+def _train_or_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from orchestrator.training_run import run_training  # heavy imports only when needed
+
+    summary = run_training(cfg)
+    if cfg.command == "smoke":
+        _check_checkpoint_loads(summary)
+        if cfg.json_path:
+            summary.write(cfg.json_path)
+        if args.models_dir is None and not args.keep:
+            shutil.rmtree(cfg.models_dir, ignore_errors=True)
+    print(
+        f"[Done] {summary.status}: {summary.timesteps:,} steps, {summary.episodes} episodes, {summary.fps:,.0f} steps/s, "
+        f"{summary.tab_restarts} tab restarts, {summary.elapsed_s:.0f} s. Run folder: {summary.run_dir}",
+        flush=True,
+    )
+    if summary.error:
+        print(f"[Done] error: {summary.error}", file=sys.stderr, flush=True)
+    if summary.status == "interrupted":
+        return 130
+    return 0 if summary.ok else 1
+
+
+def _check_checkpoint_loads(summary: object) -> None:
+    from stable_baselines3 import PPO
+
+    path = getattr(summary, "checkpoint", None)
+    ok = False
+    if path:
+        try:
+            PPO.load(path, device="cpu")
+            ok = True
+        except Exception as exc:  # the verdict says why
+            summary.error = f"checkpoint {path} does not load: {exc}"  # type: ignore[attr-defined]
+    summary.checkpoint_loads = ok  # type: ignore[attr-defined]
+    summary.ok = bool(summary.ok and ok and summary.timesteps > 0)  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

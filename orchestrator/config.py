@@ -1,0 +1,77 @@
+"""The run's configuration: every setting in one dataclass, saved into the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = "http://localhost:{app_port}/?wsPort={port}&maxSteps={max_steps}"
+# The embedded page also learns its seed, stage and run token from its URL.
+EMBEDDED_EXTRAS = "&seed={seed}&stage={stage}&token={token}"
+
+
+@dataclass
+class RunConfig:
+    command: str = "train"
+    envs: int = 4
+    timesteps: int = 1_000_000
+    timescale: float = 2.0
+    max_episode_steps: int = 10_000
+    url: str | None = None  # None: the embedded simulation, served by us
+    models_dir: Path = Path("models")
+    runs_dir: Path = Path("runs")
+    save_freq: int = 10_000
+    load: Path | None = None
+    auto_load: bool = True
+    seed: int = 0
+    stage: int = 1
+    base_port: int = 8765
+    app_port: int = 4200
+    step_timeout: float = 10.0
+    connect_timeout: float = 60.0
+    browser: str | None = None
+    headed: bool = False
+    chaos: str | None = None
+    json_path: Path | None = None
+    progress: str = "auto"  # auto, bar, lines
+    run_id: str = ""
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            self.run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{self.command}"
+        if not self.token:
+            self.token = secrets.token_hex(8)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.run_id
+
+    def tab_url(self, env_id: int, port: int, app_port: int) -> str:
+        template = self.url or DEFAULT_URL + EMBEDDED_EXTRAS
+        return template.format(
+            app_port=app_port,
+            port=port,
+            env_id=env_id,
+            max_steps=self.max_episode_steps,
+            seed=self.seed + env_id,
+            stage=self.stage,
+            token=self.token,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("token")  # a secret of this run only
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")

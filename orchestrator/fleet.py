@@ -1,0 +1,170 @@
+"""The fleet: the app server, the tab pool and the health channel, wired together.
+
+The pool and the env workers never talk directly. Env workers send health datagrams (see
+`training/health.py`); the fleet listens and turns "the tab on port P failed" into "replace
+tab P", and "a page connected to port P" into recovery times and tab states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from browser_pool.chromium import LaunchOptions
+from browser_pool.pool import PoolSettings, TabPool
+from orchestrator.events import EventLog, say
+from training.event_loop import LoopThread
+
+# A page that closed its own socket usually reconnects by itself (the embedded page and the
+# original app both do); it is replaced only if it has not come back within this grace.
+RECONNECT_GRACE_S = 5.0
+REPLACE_NOW = {"hang", "garbage", "page_reset", "crash"}
+
+
+@dataclass
+class PortHealth:
+    tab: int
+    connected: bool = False
+    ever_connected: bool = False
+    failed_at: float | None = None  # wall clock of an unrecovered failure
+    failed_cause: str = ""
+    steps: int = 0
+    steps_at: float = 0.0
+    steps_per_s: float = 0.0
+    failures: int = 0
+    recoveries: list[float] = field(default_factory=list)
+
+
+class SetupTimeout(RuntimeError):
+    pass
+
+
+class Fleet:
+    def __init__(
+        self,
+        urls: list[str],
+        ports: list[int],
+        launch: LaunchOptions,
+        pool_settings: PoolSettings,
+        events: EventLog,
+        run_token: str,
+    ) -> None:
+        self.ports = ports
+        self.events = events
+        self.run_token = run_token
+        self.health = {port: PortHealth(tab=i) for i, port in enumerate(ports)}
+        self._loop = LoopThread("tab-pool")
+        self.pool = TabPool(urls, ports, launch, pool_settings, on_event=events)
+        self._transport: asyncio.DatagramTransport | None = None
+        self.health_port = self._loop.run(self._listen())
+        self._start_future: Any = None
+
+    # ---- life --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the browser and all tabs in the background (see `wait_connected`)."""
+        self._start_future = asyncio.run_coroutine_threadsafe(self.pool.start(), self._loop.loop)
+
+    def wait_connected(self, timeout_s: float) -> float:
+        """Wait until every tab's page is connected, saying each as it connects, as the seed does."""
+        began = time.monotonic()
+        announced: set[int] = set()
+        while True:
+            if self._start_future is not None and self._start_future.done():
+                self._start_future.result()  # raises the browser start-up error, if any
+            for port, h in self.health.items():
+                if h.ever_connected and port not in announced:
+                    announced.add(port)
+                    say(f"[Setup] ✓ Browser tab {h.tab + 1} connected! (port {port})")
+            if len(announced) == len(self.ports):
+                return time.monotonic() - began
+            if time.monotonic() - began > timeout_s:
+                missing = [f"tab {h.tab + 1} (port {p})" for p, h in self.health.items() if p not in announced]
+                raise SetupTimeout(
+                    f"{', '.join(missing)} never connected within {timeout_s:.0f} s. Check that the page URL is "
+                    "right (--url), that the page connects to ws://localhost:PORT, and run 'lunarfleet doctor'."
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        try:
+            if self._start_future is not None and not self._start_future.done():
+                self._start_future.cancel()
+            self._loop.run(self.pool.close(), timeout=60)
+        finally:
+            if self._transport is not None:
+                self._loop.loop.call_soon_threadsafe(self._transport.close)
+            self._loop.stop()
+
+    @property
+    def fatal(self) -> str | None:
+        return self.pool.fatal
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        return self._loop.run(coro, timeout)
+
+    # ---- the health channel ------------------------------------------------------------
+    async def _listen(self) -> int:
+        loop = asyncio.get_running_loop()
+        fleet = self
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                fleet._on_datagram(data)
+
+        transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+        self._transport = transport  # type: ignore[assignment]
+        return int(transport.get_extra_info("sockname")[1])
+
+    def _on_datagram(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+            port = int(message["port"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if message.get("token") != self.run_token or port not in self.health:
+            return
+        h = self.health[port]
+        event, now = message.get("event"), time.time()
+        if event == "connected":
+            h.connected = h.ever_connected = True
+        elif event == "stepping":
+            h.connected = h.ever_connected = True
+            if h.failed_at is not None:
+                seconds = now - h.failed_at
+                h.recoveries.append(seconds)
+                self.events("tab_recovered", {"tab": h.tab, "port": port, "cause": h.failed_cause, "seconds": round(seconds, 3)})
+                h.failed_at = None
+        elif event == "failed":
+            cause = str(message.get("cause"))
+            h.connected = False
+            h.failures += 1
+            if h.failed_at is None:
+                h.failed_at, h.failed_cause = float(message.get("time", now)), cause
+            self.events("env_saw_failure", {"tab": h.tab, "port": port, "cause": cause, "detail": message.get("detail")})
+            if cause in REPLACE_NOW:
+                self._loop.loop.create_task(self.pool.replace(h.tab, cause, str(message.get("detail", "")), h.failed_at))
+            else:
+                self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at)
+        elif event == "steps":
+            steps = int(message.get("steps", 0))
+            if h.steps_at and steps > h.steps:
+                h.steps_per_s = (steps - h.steps) / max(now - h.steps_at, 1e-6)
+            h.steps, h.steps_at = steps, now
+        elif event == "refused":
+            self.events("refused", {"port": port, "reason": message.get("reason")})
+
+    def _replace_if_still_gone(self, port: int, failed_at: float) -> None:
+        h = self.health[port]
+        if h.failed_at == failed_at and not h.connected:
+            self._loop.loop.create_task(self.pool.replace(h.tab, h.failed_cause, "the page did not reconnect", failed_at))
+
+    def note_fault(self, port: int, cause: str) -> None:
+        """An injected fault: recovery time is measured from this moment."""
+        h = self.health[port]
+        h.failed_at, h.failed_cause = time.time(), cause
+
+    def recoveries(self) -> list[float]:
+        return [s for h in self.health.values() for s in h.recoveries]

@@ -1,0 +1,201 @@
+"""The life of one training run: start the page server, the pool and the trainer; stop them all.
+
+`train` and `smoke` are the same run with different defaults; smoke also checks that the
+final checkpoint loads back and writes a JSON verdict for CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from browser_pool.chromium import LaunchOptions, find_chromium
+from browser_pool.pool import PoolSettings
+from browser_pool.processes import sweep_leftovers
+from orchestrator.app_server import AppServer, start_app_server
+from orchestrator.config import RunConfig
+from orchestrator.events import EventLog, say
+from orchestrator.fleet import Fleet
+from orchestrator.ports import free_block
+from training.tab_link import LinkDeadlines, PageSettings
+from training.trainer import TrainResult, TrainSettings, train
+from training.vec_env import FleetEnvSettings, make_vec_env
+
+
+@dataclass
+class RunSummary:
+    ok: bool = False
+    status: str = "failed"
+    envs: int = 0
+    timesteps: int = 0
+    start_timesteps: int = 0
+    episodes: int = 0
+    fps: float = 0.0
+    tab_restarts: int = 0
+    tab_failures_seen: int = 0
+    worker_respawns: int = 0
+    checkpoint: str | None = None
+    loaded_from: str | None = None
+    checkpoint_loads: bool | None = None
+    elapsed_s: float = 0.0
+    startup_s: float = 0.0
+    recovery_s: list[float] = field(default_factory=list)
+    run_dir: str = ""
+    error: str | None = None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def run_training(cfg: RunConfig) -> RunSummary:
+    began = time.monotonic()
+    summary = RunSummary(envs=cfg.envs, run_dir=str(cfg.run_dir))
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(cfg.run_dir / "config.json")
+    events = EventLog(cfg.run_dir / "events.jsonl")
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    app: AppServer | None = None
+    fleet: Fleet | None = None
+    venv: Any = None
+    try:
+        for line in sweep_leftovers():
+            say(f"[Setup] Cleaned up after an earlier run: {line}")
+        choice = find_chromium(cfg.browser, _playwright_chromium())
+        say(f"[Setup] Browser: {choice.description}")
+        base = free_block(cfg.base_port, cfg.envs)
+        if base != cfg.base_port:
+            say(f"[Setup] ! Ports {cfg.base_port}-{cfg.base_port + cfg.envs - 1} are not all free; using {base}-{base + cfg.envs - 1}")
+        ports = list(range(base, base + cfg.envs))
+        app_port = cfg.app_port
+        if cfg.embedded:
+            app = start_app_server(cfg.app_port, say)
+            app_port = app.port
+        urls = [cfg.tab_url(i, port, app_port) for i, port in enumerate(ports)]
+        say(f"[Setup] Creating {cfg.envs} parallel environments on ports {ports[0]}-{ports[-1]}; page {urls[0]}")
+        fleet = Fleet(
+            urls,
+            ports,
+            LaunchOptions(executable=choice.executable, headless=not cfg.headed),
+            PoolSettings(hang_s=cfg.step_timeout),
+            events,
+            cfg.token,
+        )
+        fleet.start()
+        env_settings = FleetEnvSettings(
+            ports=ports,
+            page=PageSettings(
+                timescale=cfg.timescale,
+                max_episode_steps=cfg.max_episode_steps,
+                stage=cfg.stage if cfg.embedded else None,
+            ),
+            deadlines=LinkDeadlines(step_s=cfg.step_timeout, connect_s=max(cfg.connect_timeout, 60.0)),
+            health_port=fleet.health_port,
+            run_token=cfg.token,
+            page_token=cfg.token if cfg.embedded else None,
+        )
+        venv = make_vec_env(env_settings, on_respawn=lambda i, why: events("worker_respawned", {"env": i, "cause": why}))
+        fleet.wait_connected(cfg.connect_timeout)
+        summary.startup_s = round(time.monotonic() - began, 3)
+        say(f"[Setup] All {cfg.envs} tabs connected in {summary.startup_s:.1f} s")
+
+        def on_checkpoint(path: Path, steps: int) -> None:
+            events("checkpoint", {"path": str(path), "steps": steps})
+            if not venv.waiting:
+                with contextlib.suppress(Exception):
+                    venv.env_method("set_checkpoint_info", path.stem, steps)
+
+        settings = TrainSettings(
+            total_timesteps=cfg.timesteps,
+            models_dir=cfg.models_dir,
+            save_freq=cfg.save_freq,
+            load=cfg.load,
+            auto_load=cfg.auto_load,
+            seed=cfg.seed,
+            tensorboard_dir=cfg.run_dir / "tensorboard",
+            progress_bar=_want_progress_bar(cfg.progress),
+        )
+        say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
+        say(f"Using {cfg.envs} parallel environments")
+        result = train(settings, venv, say, should_stop=lambda: fleet.fatal if fleet else None, on_checkpoint=on_checkpoint)
+        _fill(summary, result)
+        if result.traceback:
+            events("error", {"message": result.message, "traceback": result.traceback}, echo=False)
+        if result.message:
+            say(f"[Done] {result.status}: {result.message}")
+    except KeyboardInterrupt:
+        summary.status, summary.error = "interrupted", "interrupted before training started"
+    except Exception as exc:
+        summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+        events("error", {"message": summary.error, "traceback": traceback.format_exc()})
+    finally:
+        with _no_interrupts():
+            if venv is not None:
+                summary.worker_respawns = venv.respawns
+                venv.close()
+            if fleet is not None:
+                summary.tab_restarts = sum(t.restarts for t in fleet.pool.tabs)
+                summary.tab_failures_seen = sum(h.failures for h in fleet.health.values())
+                summary.recovery_s = [round(s, 3) for s in fleet.recoveries()]
+                fleet.stop()
+            if app is not None:
+                app.close()
+            summary.elapsed_s = round(time.monotonic() - began, 2)
+            summary.write(cfg.run_dir / "summary.json")
+            events.close()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    return summary
+
+
+def _fill(summary: RunSummary, result: TrainResult) -> None:
+    summary.status = result.status
+    summary.ok = result.status in ("completed", "already_done")
+    summary.timesteps = result.timesteps
+    summary.start_timesteps = result.start_timesteps
+    summary.episodes = result.episodes
+    summary.fps = round(result.fps, 1)
+    summary.checkpoint = str(result.checkpoint) if result.checkpoint else None
+    summary.loaded_from = str(result.loaded_from) if result.loaded_from else None
+    if not summary.ok:
+        summary.error = result.message
+
+
+def _playwright_chromium() -> str | None:
+    """Where Playwright's own Chromium would be (it may not be installed)."""
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            return p.chromium.executable_path
+    except Exception:
+        return None
+
+
+def _want_progress_bar(progress: str) -> bool:
+    if progress == "bar":
+        return True
+    if progress == "lines":
+        return False
+    return sys.stdout.isatty()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _no_interrupts():  # type: ignore[no-untyped-def]
+    """Cleanup must finish even if the user presses Ctrl+C again."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,35 @@
+"""The health channel, sending side: env workers tell the orchestrator about their tabs.
+
+Fire-and-forget JSON datagrams on loopback, so a worker in any process can report without
+blocking a step and without knowing anything of Playwright. The orchestrator listens and
+asks the pool to replace a tab. One datagram per event:
+`{"token": ..., "port": 8765, "event": "failed"|"connected"|"waiting"|"steps"|..., ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+
+class HealthReporter:
+    def __init__(self, health_port: int | None, token: str = "") -> None:
+        self._address = ("127.0.0.1", health_port) if health_port else None
+        self._token = token
+        self._sock: socket.socket | None = None
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if self._address is None:
+            return
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        payload = {"token": self._token, "event": event, "time": time.time(), **fields}
+        try:
+            self._sock.sendto(json.dumps(payload).encode(), self._address)
+        except OSError:
+            pass  # nobody listening (e.g. a bare env in a test): health is advisory
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_address": self._address, "_token": self._token, "_sock": None}

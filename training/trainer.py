@@ -1,0 +1,254 @@
+"""PPO on a vec env of tabs: set-up with the seed's hyperparameters, resume, checkpoints, stop.
+
+Reads top to bottom like the seed's `train_ppo_parallel.py`: load the newest checkpoint (or
+start fresh), learn up to the target step count, save atomically along the way and at the end.
+It knows nothing of browsers; the orchestrator hands it a vec env and a `should_stop` check.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.vec_env import VecEnv
+
+from training import checkpoints
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class PPOSettings:
+    """The seed's hyperparameters (train_ppo_parallel.py)."""
+
+    learning_rate: float = 3e-4
+    n_steps: int = 2048
+    batch_size: int = 64
+    n_epochs: int = 10
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+
+@dataclass
+class TrainSettings:
+    total_timesteps: int
+    models_dir: Path
+    save_freq: int = 10_000
+    load: Path | None = None
+    auto_load: bool = True
+    seed: int | None = None
+    tensorboard_dir: Path | None = None
+    progress_bar: bool = False
+    log_interval_s: float = 10.0
+    torch_threads: int | None = None
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed, interrupted, stopped, already_done, failed
+    timesteps: int = 0
+    start_timesteps: int = 0
+    episodes: int = 0
+    tab_failures: int = 0
+    checkpoint: Path | None = None
+    loaded_from: Path | None = None
+    elapsed_s: float = 0.0
+    fps: float = 0.0
+    mean_episode_reward: float | None = None
+    message: str | None = None
+    traceback: str | None = None
+
+
+class CheckpointLoadError(RuntimeError):
+    pass
+
+
+def load_or_create(settings: TrainSettings, venv: VecEnv, say: Say) -> tuple[PPO, Path | None]:
+    """The seed's AUTO_LOAD_LATEST / LOAD_MODEL, skipping checkpoints that do not load."""
+    if settings.load is not None:
+        reason = checkpoints.looks_loadable(settings.load) if settings.load.exists() else "no such file"
+        if reason:
+            raise CheckpointLoadError(f"cannot load {settings.load}: {reason}")
+        return _load(settings.load, venv, settings), settings.load
+    if settings.auto_load:
+        for path in checkpoints.candidates(settings.models_dir):
+            reason = checkpoints.looks_loadable(path)
+            if reason is None:
+                try:
+                    return _load(path, venv, settings), path
+                except Exception as exc:  # a zip that is whole but holds something else
+                    reason = f"{type(exc).__name__}: {exc}"
+            say(f"[Setup] ! Skipping checkpoint {path.name}: {reason}")
+    p = settings.ppo
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        learning_rate=p.learning_rate,
+        n_steps=p.n_steps,
+        batch_size=p.batch_size,
+        n_epochs=p.n_epochs,
+        gamma=p.gamma,
+        gae_lambda=p.gae_lambda,
+        clip_range=p.clip_range,
+        ent_coef=p.ent_coef,
+        vf_coef=p.vf_coef,
+        max_grad_norm=p.max_grad_norm,
+        tensorboard_log=str(settings.tensorboard_dir) if settings.tensorboard_dir else None,
+        seed=settings.seed,
+        device="cpu",
+        verbose=0,
+    )
+    return model, None
+
+
+def _load(path: Path, venv: VecEnv, settings: TrainSettings) -> PPO:
+    model = PPO.load(path, env=venv, device="cpu")
+    if settings.tensorboard_dir:
+        model.tensorboard_log = str(settings.tensorboard_dir)
+    return model
+
+
+def train(
+    settings: TrainSettings,
+    venv: VecEnv,
+    say: Say,
+    should_stop: Callable[[], str | None] = lambda: None,
+    on_checkpoint: Callable[[Path, int], None] = lambda path, steps: None,
+) -> TrainResult:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    model, loaded_from = load_or_create(settings, venv, say)
+    start = model.num_timesteps
+    result = TrainResult(status="completed", start_timesteps=start, loaded_from=loaded_from)
+    if loaded_from is not None:
+        say(f"[Setup] Loaded {loaded_from} ({start:,} steps done); continuing the step count from there")
+    remaining = settings.total_timesteps - start
+    if remaining <= 0:
+        result.status, result.timesteps = "already_done", start
+        result.message = (
+            f"the checkpoint already has {start:,} steps, at or past --timesteps {settings.total_timesteps:,}; "
+            "pass a larger --timesteps to train on, or --no-auto-load to start fresh"
+        )
+        return result
+
+    def save(path: Path) -> Path:
+        checkpoints.save_atomic(model, path)
+        on_checkpoint(path, model.num_timesteps)
+        return path
+
+    stats = RunStats(settings.log_interval_s, settings.total_timesteps, say, should_stop, not settings.progress_bar)
+    saver = PeriodicCheckpoint(settings.save_freq, lambda steps: save(checkpoints.steps_path(settings.models_dir, steps)))
+    began = time.monotonic()
+    try:
+        model.learn(
+            total_timesteps=remaining,
+            callback=CallbackList([stats, saver]),
+            reset_num_timesteps=loaded_from is None,
+            tb_log_name="ppo",
+            progress_bar=settings.progress_bar,
+        )
+        if stats.stop_reason:
+            result.status, result.message = "stopped", stats.stop_reason
+        result.checkpoint = save(checkpoints.steps_path(settings.models_dir, model.num_timesteps))
+    except KeyboardInterrupt:
+        result.status, result.message = "interrupted", "interrupted (Ctrl+C or SIGTERM)"
+        result.checkpoint = save(checkpoints.interrupted_path(settings.models_dir))
+    except Exception as exc:
+        result.status, result.message = "failed", f"{type(exc).__name__}: {exc}"
+        result.traceback = traceback.format_exc()
+        result.checkpoint = save(checkpoints.steps_path(settings.models_dir, model.num_timesteps))
+    result.elapsed_s = time.monotonic() - began
+    result.timesteps = model.num_timesteps
+    result.episodes, result.tab_failures = stats.episodes, stats.tab_failures
+    result.fps = (result.timesteps - start) / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    result.mean_episode_reward = stats.mean_reward()
+    return result
+
+
+class RunStats(BaseCallback):
+    """Counts episodes and tab failures, prints plain progress lines, and stops on request."""
+
+    def __init__(
+        self, interval_s: float, target: int, say: Say, should_stop: Callable[[], str | None], print_lines: bool
+    ) -> None:
+        super().__init__()
+        self.interval_s, self.target, self.say = interval_s, target, say
+        self.should_stop, self.print_lines = should_stop, print_lines
+        self.episodes = 0
+        self.tab_failures = 0
+        self.rewards: list[float] = []
+        self.stop_reason: str | None = None
+        self._last_print = time.monotonic()
+        self._last_steps = 0
+
+    def _on_training_start(self) -> None:
+        self._last_steps = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        infos: list[dict[str, Any]] = self.locals.get("infos", [])
+        for done, info in zip(self.locals.get("dones", []), infos, strict=False):
+            if not done:
+                continue
+            if "tab_failure" in info or "worker_failure" in info:
+                self.tab_failures += 1
+            else:
+                self.episodes += 1
+            if "episode" in info:
+                self.rewards.append(float(info["episode"]["r"]))
+        now = time.monotonic()
+        if now - self._last_print >= self.interval_s:
+            self._report(now)
+            reason = self.should_stop()
+            if reason:
+                self.stop_reason = reason
+                return False
+        return True
+
+    def _report(self, now: float) -> None:
+        steps = self.model.num_timesteps
+        fps = (steps - self._last_steps) / (now - self._last_print)
+        self._last_print, self._last_steps = now, steps
+        if self.print_lines:
+            mean = self.mean_reward()
+            reward = f"{mean:,.1f}" if mean is not None else "n/a"
+            self.say(
+                f"[Train] {steps:,}/{self.target:,} steps ({100 * steps / self.target:.0f}%)  {fps:,.0f} steps/s  "
+                f"episodes {self.episodes}  mean reward (last 100) {reward}  tab failures {self.tab_failures}"
+            )
+
+    def mean_reward(self) -> float | None:
+        recent = self.rewards[-100:]
+        return float(np.mean(recent)) if recent else None
+
+
+class PeriodicCheckpoint(BaseCallback):
+    """Every `save_freq` total steps (SB3's own callback counts vec-steps, this counts steps)."""
+
+    def __init__(self, save_freq: int, save: Callable[[int], Any]) -> None:
+        super().__init__()
+        self.save_freq, self.save = save_freq, save
+        self._next = math.inf
+
+    def _on_training_start(self) -> None:
+        if self.save_freq > 0:
+            self._next = (self.model.num_timesteps // self.save_freq + 1) * self.save_freq
+
+    def _on_step(self) -> bool:
+        if self.model.num_timesteps >= self._next:
+            self.save(self.model.num_timesteps)
+            self._next = (self.model.num_timesteps // self.save_freq + 1) * self.save_freq
+        return True
