@@ -1,6 +1,7 @@
 """`lunarfleet`: train PPO in headless browser tabs, with no tab opened by hand.
 
-Subcommands: train (the main job), smoke (a short real run for CI, with a JSON verdict).
+Subcommands: train (the main job), smoke (a short real run for CI, with a JSON verdict),
+doctor (check the machine and say how to fix what is wrong).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     p.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="checkpoint folder (default " + ("a fresh folder inside the run folder" if smoke else "models/") + ")")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders go (default runs/)")
     p.add_argument("--save-freq", type=int, default=0 if smoke else 10_000, metavar="S", help="save a checkpoint every S total steps, 0 for only at the end (default " + ("0" if smoke else "10,000") + ")")
+    p.add_argument("--n-steps", type=_positive_int, default=2048, metavar="K", help="PPO rollout length per environment (default 2048, as the seed)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="PPO minibatch size (default 64)")
     p.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display: a bar on a terminal, plain lines otherwise (default auto)")
     _add_page_options(p)
 
@@ -90,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(smoke, envs=2, timesteps=4096, smoke=True)
     smoke.add_argument("--json", type=Path, metavar="PATH", help="write the verdict as one JSON object: ok, envs, timesteps, episodes, fps, tab_restarts, checkpoint, elapsed_s, error, ...")
     smoke.add_argument("--keep", action="store_true", help="keep the smoke run's models folder (default: deleted unless --models-dir is given)")
+
+    doctor = sub.add_parser("doctor", help="check Chromium, ports, memory and more; print the fix for each problem", description="Check what a run needs (Chromium and that it starts headless, Playwright, free WebSocket ports, /dev/shm, memory, cores, torch) and print the fix for each problem found. Exit code 1 when something is wrong.")
+    doctor.add_argument("--browser", metavar="PATH", help="check this Chromium instead of the one LunarFleet would pick")
+    doctor.add_argument("--envs", type=_positive_int, default=4, metavar="N", help="number of tabs to check ports and memory for (default 4)")
+    doctor.add_argument("--base-port", type=_positive_int, default=8765, help="first WebSocket port to check (default 8765)")
+    doctor.add_argument("--browser-only", action="store_true", help="only say which Chromium would be used (one line; exit 1 if none)")
     return parser
 
 
@@ -99,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "doctor":
+        from orchestrator.doctor import browser_line, run_doctor
+
+        if args.browser_only:
+            ok, line = browser_line(args.browser)
+            print(line)
+            return 0 if ok else 1
+        return run_doctor(args.browser, args.base_port, args.envs)
     cfg = _config(args)
     if args.command in ("train", "smoke"):
         return _train_or_smoke(cfg, args)
@@ -125,6 +142,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
         browser=args.browser,
         headed=args.headed,
         progress=args.progress,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
     )
     if args.command == "train":
         cfg.models_dir = args.models_dir or Path("models")

@@ -39,6 +39,8 @@ class RunConfig:
     chaos: str | None = None
     json_path: Path | None = None
     progress: str = "auto"  # auto, bar, lines
+    n_steps: int = 2048
+    batch_size: int = 64
     run_id: str = ""
     token: str = ""
 

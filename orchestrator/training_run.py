@@ -21,11 +21,12 @@ from browser_pool.pool import PoolSettings
 from browser_pool.processes import sweep_leftovers
 from orchestrator.app_server import AppServer, start_app_server
 from orchestrator.config import RunConfig
+from orchestrator.doctor import playwright_chromium
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
 from orchestrator.ports import free_block
 from training.tab_link import LinkDeadlines, PageSettings
-from training.trainer import TrainResult, TrainSettings, train
+from training.trainer import PPOSettings, TrainResult, TrainSettings, train
 from training.vec_env import FleetEnvSettings, make_vec_env
 
 
@@ -68,7 +69,7 @@ def run_training(cfg: RunConfig) -> RunSummary:
     try:
         for line in sweep_leftovers():
             say(f"[Setup] Cleaned up after an earlier run: {line}")
-        choice = find_chromium(cfg.browser, _playwright_chromium())
+        choice = find_chromium(cfg.browser, playwright_chromium())
         say(f"[Setup] Browser: {choice.description}")
         base = free_block(cfg.base_port, cfg.envs)
         if base != cfg.base_port:
@@ -121,6 +122,7 @@ def run_training(cfg: RunConfig) -> RunSummary:
             seed=cfg.seed,
             tensorboard_dir=cfg.run_dir / "tensorboard",
             progress_bar=_want_progress_bar(cfg.progress),
+            ppo=PPOSettings(n_steps=cfg.n_steps, batch_size=cfg.batch_size),
         )
         say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
         say(f"Using {cfg.envs} parallel environments")
@@ -165,17 +167,6 @@ def _fill(summary: RunSummary, result: TrainResult) -> None:
     summary.loaded_from = str(result.loaded_from) if result.loaded_from else None
     if not summary.ok:
         summary.error = result.message
-
-
-def _playwright_chromium() -> str | None:
-    """Where Playwright's own Chromium would be (it may not be installed)."""
-    try:
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as p:
-            return p.chromium.executable_path
-    except Exception:
-        return None
 
 
 def _want_progress_bar(progress: str) -> bool:

@@ -1,0 +1,67 @@
+"""Sessions that install everything a run needs, then run it.
+
+`nox -s tests` on a fresh machine: a virtualenv, the packages (torch pinned to the CPU build
+this machine carries), a Chromium if none is found, then the JS and Python test suites.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+TORCH = "torch==2.13.0"  # a CPU build; other versions pull several GB of CUDA wheels
+
+
+def install(session: nox.Session, extras: str = "") -> None:
+    session.install(TORCH)
+    session.install("-e", f".{extras}")
+    ensure_chromium(session)
+
+
+def ensure_chromium(session: nox.Session) -> None:
+    """Debian's chromium when root (Playwright's download does not work everywhere), else Playwright's."""
+    found = str(session.run("python", "-m", "orchestrator", "doctor", "--browser-only", silent=True, success_codes=[0, 1]))
+    if found.startswith("browser: "):
+        session.log(found.strip())
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        session.log("no Chromium found: installing Debian's chromium with apt-get")
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True)
+    else:
+        session.log("no Chromium found: installing Playwright's Chromium")
+        session.run("python", "-m", "playwright", "install", "chromium")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite: JS simulation core tests, then the Python tests (real Chromium included)."""
+    install(session, "[test]")
+    session.run("node", "--test", "webapp/tests/", external=True)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def train(session: nox.Session) -> None:
+    """The main job: PPO on the embedded rover sim (pass options after --, e.g. -- --envs 8)."""
+    install(session)
+    session.run("lunarfleet", "train", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def smoke(session: nox.Session) -> None:
+    """A short real training run with a JSON verdict (as CI would run it)."""
+    install(session)
+    session.run("lunarfleet", "smoke", "--json", "runs/smoke.json", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "orchestrator", "browser_pool", "training", "tests", "noxfile.py")

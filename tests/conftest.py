@@ -1,0 +1,107 @@
+"""Shared fixtures: free ports, a clean temp run folder, and a guard against leftover processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from browser_pool.chromium import MARK_FLAG
+from orchestrator.ports import free_block
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lunarfleet_processes() -> dict[int, str]:
+    """Chromium processes any LunarFleet run launched (they carry the owner mark)."""
+    found = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(arg.startswith(MARK_FLAG) for arg in cmdline):
+            found[proc.info["pid"]] = " ".join(cmdline)[:120]
+    return found
+
+
+@pytest.fixture
+def no_leftovers() -> Iterator[None]:
+    """Fails the test if it leaves a Chromium, driver or child process behind (and ends them)."""
+    before_browsers = set(lunarfleet_processes())
+    before_children = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        browsers = {p: c for p, c in lunarfleet_processes().items() if p not in before_browsers}
+        children = [
+            p for p in psutil.Process().children(recursive=True)
+            if p.pid not in before_children and p.status() != psutil.STATUS_ZOMBIE
+        ]
+        if not browsers and not children:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for pid in list(browsers) + [p.pid for p in children]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"left behind: browsers {browsers}, child processes {[p.info if hasattr(p, 'info') else p.pid for p in children]}")
+
+
+@pytest.fixture
+def ports() -> Iterator[tuple[int, int]]:
+    """(app_port, base_ws_port), away from the defaults so a user's run is never disturbed."""
+    app = free_block(14200 + (os.getpid() % 500) * 10, 1)
+    base = free_block(app + 1, 8)
+    yield app, base
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def start_cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
+    """Read the process's output until a line contains `needle`; returns the lines read."""
+    import selectors
+
+    lines: list[str] = []
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not sel.select(timeout=0.5):
+            if proc.poll() is not None:
+                break
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not seen within {timeout} s; output:\n{''.join(lines)}")

@@ -1,0 +1,74 @@
+"""End to end, for real: headless Chromium tabs, WebSockets, the embedded sim and PPO."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from stable_baselines3 import PPO
+
+from tests.conftest import run_cli, start_cli, wait_for_line
+
+pytestmark = pytest.mark.browser
+
+
+def _common(ports: tuple[int, int], tmp_path: Path) -> list[str]:
+    app, base = ports
+    return ["--app-port", str(app), "--base-port", str(base), "--runs-dir", str(tmp_path / "runs"), "--progress", "lines"]
+
+
+def test_smoke_trains_two_real_tabs_and_the_checkpoint_loads(tmp_path: Path, ports, no_leftovers) -> None:
+    out = tmp_path / "out.json"
+    models = tmp_path / "models"
+    result = run_cli(
+        ["smoke", "--envs", "2", "--timesteps", "4096", "--json", str(out), "--models-dir", str(models), *_common(ports, tmp_path)],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    verdict = json.loads(out.read_text())
+    assert verdict["ok"] is True
+    assert verdict["timesteps"] >= 4096
+    assert verdict["episodes"] > 0, "random driving in a walled arena must end episodes"
+    assert verdict["fps"] > 0
+    assert verdict["error"] is None
+    assert "✓ Browser tab 1 connected!" in result.stdout and "✓ Browser tab 2 connected!" in result.stdout
+    model = PPO.load(verdict["checkpoint"], device="cpu")
+    assert model.num_timesteps == verdict["timesteps"]
+    assert model.observation_space.shape == (30,) and model.action_space.shape == (3,)
+
+
+def test_second_run_resumes_the_newest_checkpoint_and_its_step_count(tmp_path: Path, ports, no_leftovers) -> None:
+    models = tmp_path / "models"
+    args = ["--envs", "2", "--n-steps", "256", "--save-freq", "512", "--models-dir", str(models), *_common(ports, tmp_path)]
+    first = run_cli(["train", "--timesteps", "1024", *args], cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    saved = sorted(p.name for p in models.glob("lunar_rover_ppo_*_steps.zip"))
+    assert "lunar_rover_ppo_1024_steps.zip" in saved and "lunar_rover_ppo_512_steps.zip" in saved
+    second = run_cli(["train", "--timesteps", "2048", *args], cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "lunar_rover_ppo_1024_steps.zip (1,024 steps done); continuing" in second.stdout
+    assert PPO.load(models / "lunar_rover_ppo_2048_steps.zip", device="cpu").num_timesteps == 2048
+    third = run_cli(["train", "--timesteps", "2048", *args], cwd=tmp_path)
+    assert third.returncode == 0 and "pass a larger --timesteps" in third.stdout
+
+
+def test_ctrl_c_saves_the_interrupted_checkpoint_and_leaves_nothing(tmp_path: Path, ports, no_leftovers) -> None:
+    models = tmp_path / "models"
+    proc = start_cli(
+        ["train", "--envs", "2", "--timesteps", "1000000", "--n-steps", "128", "--models-dir", str(models), *_common(ports, tmp_path)],
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_line(proc, "[Train]", timeout=120)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out
+    interrupted = models / "lunar_rover_ppo_interrupted.zip"
+    assert interrupted.exists(), out
+    assert PPO.load(interrupted, device="cpu").num_timesteps > 0
