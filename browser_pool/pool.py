@@ -176,7 +176,27 @@ class TabPool:
                  "do not pass --process-per-site"},
             )
 
-    async def replace(self, index: int, cause: str, detail: str = "", since: float | None = None) -> None:
+    def record_failure(self, index: int, cause: str) -> bool:
+        """Count a failure of a tab; True when it trips the circuit breaker (the run must stop)."""
+        tab = self.tabs[index]
+        now = time.time()
+        tab.failures.append(now)
+        tab.causes.append(cause)
+        while tab.failures and tab.failures[0] < now - self.settings.breaker_window_s:
+            tab.failures.popleft()
+        if len(tab.failures) > self.settings.breaker_failures and not self.fatal:
+            self.fatal = (
+                f"tab {index + 1} (port {tab.port}) failed {len(tab.failures)} times in "
+                f"{self.settings.breaker_window_s / 60:.0f} min (causes: {', '.join(tab.causes)}); "
+                "stopping the run. Check the page at " + tab.url
+            )
+            tab.state = "failed"
+            self._emit("breaker", {"tab": index, "message": self.fatal})
+        return self.fatal is not None
+
+    async def replace(
+        self, index: int, cause: str, detail: str = "", since: float | None = None, counted: bool = False
+    ) -> None:
         """Replace tab `index`. Failures reported before its latest (re)open are ignored."""
         tab = self.tabs[index]
         if self._closing or self.fatal:
@@ -187,19 +207,7 @@ class TabPool:
             if self._closing or (since is not None and since < tab.opened_at):
                 return
             started = time.monotonic()
-            now = time.time()
-            tab.failures.append(now)
-            tab.causes.append(cause)
-            while tab.failures and tab.failures[0] < now - self.settings.breaker_window_s:
-                tab.failures.popleft()
-            if len(tab.failures) > self.settings.breaker_failures:
-                self.fatal = (
-                    f"tab {index + 1} (port {tab.port}) failed {len(tab.failures)} times in "
-                    f"{self.settings.breaker_window_s / 60:.0f} min (causes: {', '.join(tab.causes)}); "
-                    "stopping the run. Check the page at " + tab.url
-                )
-                tab.state = "failed"
-                self._emit("breaker", {"tab": index, "message": self.fatal})
+            if not counted and self.record_failure(index, cause):
                 return
             tab.state = "restarting"
             self._emit("tab_failed", {"tab": index, "port": tab.port, "cause": cause, "detail": detail})

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     smoke = sub.add_parser("smoke", help="a short real training run for CI, with a JSON verdict", description="A short, real training run (real tabs, real PPO) in a fresh models folder. Exit code 0 only when training completed, every tab connected, and the final checkpoint loads back.")
     _add_training_options(smoke, envs=2, timesteps=4096, smoke=True)
     smoke.add_argument("--json", type=Path, metavar="PATH", help="write the verdict as one JSON object: ok, envs, timesteps, episodes, fps, tab_restarts, checkpoint, elapsed_s, error, ...")
+    smoke.add_argument("--chaos", metavar="SPEC", help="inject faults spread over the run, SPEC a comma list of kind=count among crash (kill a renderer), hang (endless loop in the page), disconnect (the page closes its socket), garbage (the page sends a malformed message), browser (kill the browser), driver (kill the Playwright driver); e.g. crash=2,hang=1. The JSON verdict adds faults_injected, faults_recovered, trainer_exceptions and per-kind counts")
     smoke.add_argument("--keep", action="store_true", help="keep the smoke run's models folder (default: deleted unless --models-dir is given)")
 
     doctor = sub.add_parser("doctor", help="check Chromium, ports, memory and more; print the fix for each problem", description="Check what a run needs (Chromium and that it starts headless, Playwright, free WebSocket ports, /dev/shm, memory, cores, torch) and print the fix for each problem found. Exit code 1 when something is wrong.")
@@ -152,6 +153,17 @@ def _config(args: argparse.Namespace) -> RunConfig:
     else:
         cfg.models_dir = args.models_dir or cfg.run_dir / "models"
         cfg.json_path = args.json
+        cfg.chaos = args.chaos
+        if cfg.chaos:
+            from browser_pool.faults import parse_spec
+
+            try:
+                kinds = parse_spec(cfg.chaos)
+            except ValueError as exc:
+                raise SystemExit(f"lunarfleet: {exc}") from None
+            needs_hooks = [k for k in ("hang", "disconnect", "garbage") if kinds.get(k)]
+            if needs_hooks and cfg.url is not None:
+                raise SystemExit(f"lunarfleet: --chaos {','.join(needs_hooks)} needs the embedded page's hooks; with --url only crash, browser and driver work")
     if cfg.url is not None:
         try:
             cfg.tab_url(0, 8765, 4200)

@@ -21,7 +21,7 @@ from training.event_loop import LoopThread
 # A page that closed its own socket usually reconnects by itself (the embedded page and the
 # original app both do); it is replaced only if it has not come back within this grace.
 RECONNECT_GRACE_S = 5.0
-REPLACE_NOW = {"hang", "garbage", "page_reset", "crash"}
+REPLACE_NOW = {"hang", "crash"}
 
 
 @dataclass
@@ -34,6 +34,7 @@ class PortHealth:
     steps: int = 0
     steps_at: float = 0.0
     steps_per_s: float = 0.0
+    stepping_at: float = 0.0  # wall clock of the latest reset against a live page
     failures: int = 0
     recoveries: list[float] = field(default_factory=list)
 
@@ -102,6 +103,10 @@ class Fleet:
     def fatal(self) -> str | None:
         return self.pool.fatal
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop.loop
+
     def run(self, coro: Any, timeout: float | None = None) -> Any:
         return self._loop.run(coro, timeout)
 
@@ -132,6 +137,7 @@ class Fleet:
             h.connected = h.ever_connected = True
         elif event == "stepping":
             h.connected = h.ever_connected = True
+            h.stepping_at = now
             if h.failed_at is not None:
                 seconds = now - h.failed_at
                 h.recoveries.append(seconds)
@@ -146,7 +152,8 @@ class Fleet:
             self.events("env_saw_failure", {"tab": h.tab, "port": port, "cause": cause, "detail": message.get("detail")})
             if cause in REPLACE_NOW:
                 self._loop.loop.create_task(self.pool.replace(h.tab, cause, str(message.get("detail", "")), h.failed_at))
-            else:
+            elif not self.pool.record_failure(h.tab, cause):
+                # The env dropped the socket; a live page reconnects by itself, costing one episode.
                 self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at)
         elif event == "steps":
             steps = int(message.get("steps", 0))
@@ -159,7 +166,9 @@ class Fleet:
     def _replace_if_still_gone(self, port: int, failed_at: float) -> None:
         h = self.health[port]
         if h.failed_at == failed_at and not h.connected:
-            self._loop.loop.create_task(self.pool.replace(h.tab, h.failed_cause, "the page did not reconnect", failed_at))
+            self._loop.loop.create_task(
+                self.pool.replace(h.tab, h.failed_cause, "the page did not reconnect", failed_at, counted=True)
+            )
 
     def note_fault(self, port: int, cause: str) -> None:
         """An injected fault: recovery time is measured from this moment."""

@@ -19,7 +19,9 @@ from typing import Any
 from browser_pool.chromium import LaunchOptions, find_chromium
 from browser_pool.pool import PoolSettings
 from browser_pool.processes import sweep_leftovers
+from browser_pool.faults import parse_spec
 from orchestrator.app_server import AppServer, start_app_server
+from orchestrator.chaos import ChaosMonkey
 from orchestrator.config import RunConfig
 from orchestrator.doctor import playwright_chromium
 from orchestrator.events import EventLog, say
@@ -48,6 +50,10 @@ class RunSummary:
     elapsed_s: float = 0.0
     startup_s: float = 0.0
     recovery_s: list[float] = field(default_factory=list)
+    trainer_exceptions: int = 0
+    faults_injected: int = 0
+    faults_recovered: int = 0
+    faults: dict[str, Any] = field(default_factory=dict)
     run_dir: str = ""
     error: str | None = None
 
@@ -126,8 +132,24 @@ def run_training(cfg: RunConfig) -> RunSummary:
         )
         say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
         say(f"Using {cfg.envs} parallel environments")
-        result = train(settings, venv, say, should_stop=lambda: fleet.fatal if fleet else None, on_checkpoint=on_checkpoint)
+        chaos = None
+        if cfg.chaos:
+            chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events)
+        result = train(
+            settings,
+            venv,
+            say,
+            should_stop=lambda: fleet.fatal if fleet else None,
+            on_checkpoint=on_checkpoint,
+            on_steps=chaos.on_steps if chaos else lambda steps: None,
+        )
         _fill(summary, result)
+        summary.trainer_exceptions = 1 if result.status == "failed" else 0
+        if chaos is not None:
+            report = chaos.finish()
+            summary.faults_injected, summary.faults_recovered = report.faults_injected, report.faults_recovered
+            summary.faults = {"planned": report.faults_planned, "per_kind": report.per_kind, "recovery_s": report.recovery_s}
+            say(f"[Chaos] {report.faults_recovered}/{report.faults_injected} injected faults recovered (of {report.faults_planned} planned)")
         if result.traceback:
             events("error", {"message": result.message, "traceback": result.traceback}, echo=False)
         if result.message:

@@ -26,7 +26,7 @@ def lunarfleet_processes() -> dict[int, str]:
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if any(arg.startswith(MARK_FLAG) for arg in cmdline):
-            found[proc.info["pid"]] = " ".join(cmdline)[:120]
+            found[proc.info["pid"]] = " ".join(cmdline)
     return found
 
 
@@ -51,7 +51,7 @@ def no_leftovers() -> Iterator[None]:
     for pid in list(browsers) + [p.pid for p in children]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    pytest.fail(f"left behind: browsers {browsers}, child processes {[p.info if hasattr(p, 'info') else p.pid for p in children]}")
+    pytest.fail(f"left behind: browsers {list(browsers)}, child processes {[p.info if hasattr(p, 'info') else p.pid for p in children]}")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ T = TypeVar("T")
 class LoopThread:
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_log_quietly)
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
@@ -26,3 +28,8 @@ class LoopThread:
             self._thread.join(timeout=5)
         if not self.loop.is_running() and not self.loop.is_closed():
             self.loop.close()
+
+
+def _log_quietly(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Unretrieved errors of a dead Playwright driver or socket are expected after a failure."""
+    logging.getLogger("lunarfleet.loop").debug("background error: %s", context.get("exception") or context.get("message"))

@@ -128,6 +128,7 @@ def train(
     say: Say,
     should_stop: Callable[[], str | None] = lambda: None,
     on_checkpoint: Callable[[Path, int], None] = lambda path, steps: None,
+    on_steps: Callable[[int], None] = lambda steps: None,
 ) -> TrainResult:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
@@ -150,7 +151,7 @@ def train(
         on_checkpoint(path, model.num_timesteps)
         return path
 
-    stats = RunStats(settings.log_interval_s, settings.total_timesteps, say, should_stop, not settings.progress_bar)
+    stats = RunStats(settings.log_interval_s, settings.total_timesteps, say, should_stop, not settings.progress_bar, on_steps)
     saver = PeriodicCheckpoint(settings.save_freq, lambda steps: save(checkpoints.steps_path(settings.models_dir, steps)))
     began = time.monotonic()
     try:
@@ -183,9 +184,16 @@ class RunStats(BaseCallback):
     """Counts episodes and tab failures, prints plain progress lines, and stops on request."""
 
     def __init__(
-        self, interval_s: float, target: int, say: Say, should_stop: Callable[[], str | None], print_lines: bool
+        self,
+        interval_s: float,
+        target: int,
+        say: Say,
+        should_stop: Callable[[], str | None],
+        print_lines: bool,
+        on_steps: Callable[[int], None] = lambda steps: None,
     ) -> None:
         super().__init__()
+        self.on_steps = on_steps
         self.interval_s, self.target, self.say = interval_s, target, say
         self.should_stop, self.print_lines = should_stop, print_lines
         self.episodes = 0
@@ -199,6 +207,7 @@ class RunStats(BaseCallback):
         self._last_steps = self.model.num_timesteps
 
     def _on_step(self) -> bool:
+        self.on_steps(self.model.num_timesteps)
         infos: list[dict[str, Any]] = self.locals.get("infos", [])
         for done, info in zip(self.locals.get("dones", []), infos, strict=False):
             if not done:

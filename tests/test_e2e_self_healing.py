@@ -1,0 +1,94 @@
+"""The self-healing pool for real: every fault kind injected into a live training run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import lunarfleet_processes, run_cli, start_cli, wait_for_line
+
+pytestmark = pytest.mark.browser
+
+
+def _chaos_run(tmp_path: Path, ports: tuple[int, int], spec: str, timesteps: int = 3072) -> tuple[dict, list[dict]]:
+    app, base = ports
+    out = tmp_path / "out.json"
+    result = run_cli(
+        [
+            "smoke", "--envs", "2", "--timesteps", str(timesteps), "--n-steps", "512", "--chaos", spec,
+            "--step-timeout", "3", "--json", str(out), "--app-port", str(app), "--base-port", str(base),
+            "--runs-dir", str(tmp_path / "runs"), "--progress", "lines",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    verdict = json.loads(out.read_text())
+    events = [json.loads(line) for line in (Path(verdict["run_dir"]) / "events.jsonl").read_text().splitlines()]
+    return verdict, events
+
+
+def _assert_healed(verdict: dict, count: int) -> None:
+    assert verdict["ok"] is True
+    assert verdict["timesteps"] >= 3072
+    assert verdict["trainer_exceptions"] == 0
+    assert verdict["faults_injected"] == count
+    assert verdict["faults_recovered"] == verdict["faults_injected"]
+
+
+@pytest.mark.parametrize("kind", ["crash", "hang", "disconnect", "garbage"])
+def test_a_tab_fault_costs_only_that_tab(kind: str, tmp_path: Path, ports, no_leftovers) -> None:
+    verdict, events = _chaos_run(tmp_path, ports, f"{kind}=1")
+    _assert_healed(verdict, 1)
+    chaos = next(e for e in events if e["event"] == "chaos")
+    hit = chaos["tab"]
+    # Only the faulted tab's env saw a failure: the other tab kept its episode and its page.
+    failed_tabs = {e["tab"] for e in events if e["event"] == "env_saw_failure"}
+    assert failed_tabs <= {hit}, events
+    other = 1 - hit
+    replaced = {e["tab"] for e in events if e["event"] == "tab_replaced"}
+    assert other not in replaced
+    # The other tab stepped on after the fault: its env reset no episode because of it, and
+    # training went on to the end.
+    recovered = next(e for e in events if e["event"] == "chaos_recovered")
+    assert recovered["seconds"] < (8 if kind == "hang" else 5)
+
+
+@pytest.mark.parametrize("kind", ["browser", "driver"])
+def test_the_browser_or_driver_dying_relaunches_everything(kind: str, tmp_path: Path, ports, no_leftovers) -> None:
+    verdict, events = _chaos_run(tmp_path, ports, f"{kind}=1")
+    _assert_healed(verdict, 1)
+    relaunch = [e for e in events if e["event"] == "browser_restarted"]
+    assert relaunch and relaunch[0]["what"] == kind
+
+
+def test_sigkill_of_a_run_leaves_no_orphans(tmp_path: Path, ports, no_leftovers) -> None:
+    app, base = ports
+    proc = start_cli(
+        ["train", "--envs", "2", "--timesteps", "100000", "--n-steps", "256", "--models-dir", str(tmp_path / "m"),
+         "--app-port", str(app), "--base-port", str(base), "--runs-dir", str(tmp_path / "runs"), "--progress", "lines"],
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_line(proc, "Starting parallel training", timeout=120)
+        time.sleep(2)
+        tree = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        browsers = [pid for pid, cmd in lunarfleet_processes().items() if f"--lunarfleet-owner={proc.pid}" in cmd]
+        assert browsers, "the run should have a browser"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    alive = tree
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"orphans 10 s after SIGKILL: {[psutil.Process(p).cmdline()[:3] for p in alive]}"
