@@ -54,6 +54,7 @@ def _add_page_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--browser", metavar="PATH", help="Chromium executable (default: Playwright's own if installed, else /usr/bin/chromium)")
     p.add_argument("--headed", action="store_true", help="show the browser windows (needs a display)")
     p.add_argument("--step-timeout", type=_positive_float, default=10.0, metavar="S", help="a tab that does not answer a step within S seconds is hung and replaced (default 10)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="also accept env connections from pages of this origin (e.g. http://127.0.0.1:4200); by default only the page URL's own origin may connect")
     p.add_argument("--connect-timeout", type=_positive_float, default=60.0, metavar="S", help="how long to wait for all tabs to connect at start (default 60)")
 
 
@@ -141,6 +142,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         step_timeout=args.step_timeout,
         connect_timeout=args.connect_timeout,
         browser=args.browser,
+        allow_origins=args.allow_origin,
         headed=args.headed,
         progress=args.progress,
         n_steps=args.n_steps,

@@ -6,9 +6,10 @@ import dataclasses
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_URL = "http://localhost:{app_port}/?wsPort={port}&maxSteps={max_steps}"
 # The embedded page also learns its seed, stage and run token from its URL.
@@ -34,6 +35,7 @@ class RunConfig:
     app_port: int = 4200
     step_timeout: float = 10.0
     connect_timeout: float = 60.0
+    allow_origins: list[str] = field(default_factory=list)  # extra page origins allowed to connect
     browser: str | None = None
     headed: bool = False
     chaos: str | None = None
@@ -69,6 +71,12 @@ class RunConfig:
             stage=self.stage,
             token=self.token,
         )
+
+    def allowed_origins(self, page_url: str) -> list[str | None]:
+        """Only the app's own origin (plus any the user adds) may open an env socket."""
+        parts = urlsplit(page_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        return [origin, *self.allow_origins]
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -107,6 +107,7 @@ def run_training(cfg: RunConfig) -> RunSummary:
             health_port=fleet.health_port,
             run_token=cfg.token,
             page_token=cfg.token if cfg.embedded else None,
+            origins=cfg.allowed_origins(urls[0]),
         )
         venv = make_vec_env(env_settings, on_respawn=lambda i, why: events("worker_respawned", {"env": i, "cause": why}))
         fleet.wait_connected(cfg.connect_timeout)
