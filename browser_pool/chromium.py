@@ -26,6 +26,9 @@ EXTRA_FLAGS = (
 # Marks every Chromium we launch, so a later start can sweep what a killed run left behind
 # without touching anybody else's browser.
 MARK_FLAG = "--lunarfleet-owner"
+# Optional second mark from the environment, so tests (or a user's scripts) can find the
+# browsers of their own runs among others on a shared machine.
+TAG_FLAG = "--lunarfleet-tag"
 
 
 class ChromiumNotFound(RuntimeError):
@@ -47,6 +50,8 @@ class LaunchOptions:
 
     def args(self, owner_pid: int) -> list[str]:
         flags = [*EXTRA_FLAGS, f"{MARK_FLAG}={owner_pid}", *self.extra_args]
+        if os.environ.get("LUNARFLEET_TAG"):
+            flags.append(f"{TAG_FLAG}={os.environ['LUNARFLEET_TAG']}")
         if self.js_heap_mb:
             flags.append(f"--js-flags=--max-old-space-size={self.js_heap_mb}")
         return flags

@@ -16,7 +16,8 @@ from browser_pool.pool import TabPool
 
 TAB_FAULTS = ("crash", "hang", "disconnect", "garbage")
 FLEET_FAULTS = ("browser", "driver")
-KINDS = TAB_FAULTS + FLEET_FAULTS
+TRAINER_FAULTS = ("trainer",)  # injected by the orchestrator into its own process, not here
+KINDS = TAB_FAULTS + FLEET_FAULTS + TRAINER_FAULTS
 
 # The endless loop starts after evaluate returns, so the injecting call itself does not hang.
 HANG_SCRIPT = "setTimeout(() => { for (;;) {} }, 0)"

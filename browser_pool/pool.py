@@ -60,6 +60,7 @@ class PoolTab:
     failures: deque[float] = field(default_factory=deque)
     causes: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    recycle_reason: str | None = None  # set by `request_recycle`: replace at the next episode boundary
 
 
 class CircuitOpen(RuntimeError):
@@ -226,6 +227,37 @@ class TabPool:
                 "tab_replaced",
                 {"tab": index, "port": tab.port, "cause": cause, "seconds": round(time.monotonic() - started, 3),
                  "renderer_pid": tab.renderer_pid},
+            )
+
+    def request_recycle(self, index: int, reason: str) -> None:
+        """Ask for a working tab to be replaced at its next episode boundary (e.g. over its memory
+        limit). The orchestrator calls `recycle` when the tab's env next reports a reset."""
+        tab = self.tabs[index]
+        if tab.recycle_reason is None and not self._closing:
+            tab.recycle_reason = reason
+            self._emit("tab_recycle_requested", {"tab": index, "port": tab.port, "reason": reason})
+
+    async def recycle(self, index: int) -> None:
+        """Replace a tab on purpose, as `request_recycle` asked: no failure counted, no backoff."""
+        tab = self.tabs[index]
+        reason, tab.recycle_reason = tab.recycle_reason, None
+        if reason is None or self._closing or self.fatal:
+            return
+        async with tab.lock:
+            started = time.monotonic()
+            tab.state = "restarting"
+            try:
+                await self._close_page(tab)
+                await self._open(tab)
+            except Exception as exc:  # the browser or driver may be gone: the watcher handles that
+                self._emit("warning", {"message": f"recycling tab {index + 1} failed: {exc!r}"[:300]})
+                tab.state = "failed"
+                return
+            tab.restarts += 1
+            self._emit(
+                "tab_replaced",
+                {"tab": index, "port": tab.port, "cause": "recycle", "detail": reason,
+                 "seconds": round(time.monotonic() - started, 3), "renderer_pid": tab.renderer_pid},
             )
 
     async def _close_page(self, tab: PoolTab) -> None:

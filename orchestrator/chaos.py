@@ -8,6 +8,8 @@ the last one has time to heal before training ends.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -70,6 +72,9 @@ class ChaosMonkey:
         return self.faults[self._next - 1] if self._next else None
 
     def _inject(self, fault: Fault) -> None:
+        if fault.kind == "trainer":
+            self.events("chaos", {"kind": "trainer", "tab": 0, "all_tabs": True})
+            os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
         targets = self._targets(fault)
         fault.injected_at = time.time()
         for port in targets:

@@ -1,7 +1,7 @@
 """`lunarfleet`: train PPO in headless browser tabs, with no tab opened by hand.
 
 Subcommands: train (the main job), smoke (a short real run for CI, with a JSON verdict),
-doctor (check the machine and say how to fix what is wrong).
+doctor (check the machine and say how to fix what is wrong), status (the per-tab table of a run).
 """
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _envs(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -59,7 +70,7 @@ def _add_page_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: int, smoke: bool) -> None:
-    p.add_argument("--envs", type=_positive_int, default=envs, metavar="N", help=f"number of parallel tabs/environments (default {envs})")
+    p.add_argument("--envs", type=_envs, default=envs, metavar="N", help=f"number of parallel tabs/environments, or 'auto' to pick N from the cores and free memory and say why (default {envs})")
     p.add_argument("--timesteps", type=_positive_int, default=timesteps, metavar="T", help=f"train until the model has T steps in total; a resumed model continues its count (default {timesteps:,})")
     p.add_argument("--timescale", type=_positive_float, default=2.0, metavar="X", help="simulated time per step = X/60 s (default 2.0, as the seed)")
     p.add_argument("--max-episode-steps", type=_positive_int, default=1000 if smoke else 10_000, metavar="M", help=f"maximum episode length (default {1000 if smoke else 10_000:,})")
@@ -71,6 +82,10 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     p.add_argument("--n-steps", type=_positive_int, default=2048, metavar="K", help="PPO rollout length per environment (default 2048, as the seed)")
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="PPO minibatch size (default 64)")
     p.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display: a bar on a terminal, plain lines otherwise (default auto)")
+    p.add_argument("--monitor-interval", type=_positive_float, default=5.0, metavar="S", help="sample CPU and memory of the machine, trainer, env workers, browser and each tab every S seconds, into runs/<id>/resources.jsonl, status.json and TensorBoard (resources/); on a terminal a per-tab table is shown (default 5)")
+    p.add_argument("--no-monitor", action="store_true", help="no resource sampler, status file or live table")
+    p.add_argument("--tab-memory-limit-mb", type=_non_negative_float, default=0.0, metavar="MB", help="replace a tab whose renderer uses more than MB megabytes (PSS) at its next episode boundary (default 0: no limit)")
+    p.add_argument("--memory-floor-mb", type=_non_negative_float, default=1000.0, metavar="MB", help="keep this much memory free: refuse to start more tabs than fit above it, and warn when a run drops below it (default 1000; 0 turns the check off)")
     _add_page_options(p)
 
 
@@ -89,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(train, envs=4, timesteps=1_000_000, smoke=False)
     train.add_argument("--load", type=Path, metavar="PATH", help="start from this checkpoint instead of the newest one")
     train.add_argument("--no-auto-load", action="store_true", help="start a fresh model even if checkpoints exist")
+    train.add_argument("--max-restarts", type=int, default=3, metavar="R", help="restart a run whose trainer crashed (an exception, an out-of-memory kill) from the newest checkpoint, up to R times, with backoff (default 3; 0 runs without a supervisor)")
+    train.add_argument("--chaos", metavar="SPEC", help="inject faults, as for smoke; also 'trainer' (kill the trainer process, to check supervision). Faults are injected in the first attempt only")
+    train.add_argument("--run-id", help=argparse.SUPPRESS)
+    train.add_argument("--attempt", type=int, default=None, help=argparse.SUPPRESS)
+    train.add_argument("--hours", type=_positive_float, metavar="H", help="time budget: stop cleanly with a checkpoint after H hours")
+    train.add_argument("--keep-checkpoints", type=int, default=0, metavar="K", help="keep only the K newest periodic checkpoints (default 0: keep all); lunar_rover_ppo_best.zip keeps the best by mean episode reward")
+    train.add_argument("--curriculum", nargs="?", const="200000,300000,500000", metavar="S1,S2,S3", help="train through the four reward stages: stage 1 for S1 steps, stage 2 for S2, stage 3 for S3, stage 4 for the rest (default the seed's 200000,300000,500000); a resumed run continues in its stage")
 
     smoke = sub.add_parser("smoke", help="a short real training run for CI, with a JSON verdict", description="A short, real training run (real tabs, real PPO) in a fresh models folder. Exit code 0 only when training completed, every tab connected, and the final checkpoint loads back.")
     _add_training_options(smoke, envs=2, timesteps=4096, smoke=True)
@@ -101,12 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--envs", type=_positive_int, default=4, metavar="N", help="number of tabs to check ports and memory for (default 4)")
     doctor.add_argument("--base-port", type=_positive_int, default=8765, help="first WebSocket port to check (default 8765)")
     doctor.add_argument("--browser-only", action="store_true", help="only say which Chromium would be used (one line; exit 1 if none)")
+
+    status = sub.add_parser("status", help="print the per-tab table of a running or finished run", description="Print the per-tab table (state, steps/s, restarts, CPU, memory) of a run from its status.json, which a running run rewrites every few seconds. Default: the newest run under --runs-dir.")
+    status.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder, e.g. runs/20250101-120000-train (default: the newest)")
+    status.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
+    status.add_argument("--json", action="store_true", help="print status.json itself")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 2
@@ -118,6 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
             return 0 if ok else 1
         return run_doctor(args.browser, args.base_port, args.envs)
+    if args.command == "status":
+        from orchestrator.status_command import show_status
+
+        return show_status(args.run_dir, args.runs_dir, args.json)
+    if args.envs == "auto":
+        from orchestrator.monitor import auto_envs
+
+        args.envs, why = auto_envs(floor_mb=args.memory_floor_mb)
+        if not (args.command == "train" and args.attempt is None and args.max_restarts > 0):
+            print(f"[Setup] {why}", flush=True)  # said by the process that trains, not its supervisor
     cfg = _config(args)
     if args.command in ("train", "smoke"):
         return _train_or_smoke(cfg, args)
@@ -149,6 +187,19 @@ def _config(args: argparse.Namespace) -> RunConfig:
         batch_size=args.batch_size,
     )
     if args.command == "train":
+        cfg.run_id = args.run_id or cfg.run_id
+        cfg.chaos = args.chaos if not args.attempt else None  # a restarted attempt resumes; faults were injected
+        if args.attempt:  # a restart resumes from the newest checkpoint, whatever the first start loaded
+            args.load, args.no_auto_load = None, False
+        cfg.hours = args.hours
+        cfg.keep_checkpoints = args.keep_checkpoints
+        if args.curriculum:
+            try:
+                cfg.curriculum = [int(x) for x in args.curriculum.split(",")]
+            except ValueError:
+                raise SystemExit(f"lunarfleet: --curriculum takes step budgets like 200000,300000,500000, not {args.curriculum!r}") from None
+            if len(cfg.curriculum) != 3 or min(cfg.curriculum) <= 0:
+                raise SystemExit("lunarfleet: --curriculum takes three positive step budgets (stages 1-3; stage 4 runs to the end)")
         cfg.models_dir = args.models_dir or Path("models")
         cfg.load = args.load
         cfg.auto_load = not args.no_auto_load
@@ -156,16 +207,18 @@ def _config(args: argparse.Namespace) -> RunConfig:
         cfg.models_dir = args.models_dir or cfg.run_dir / "models"
         cfg.json_path = args.json
         cfg.chaos = args.chaos
-        if cfg.chaos:
-            from browser_pool.faults import parse_spec
+    if cfg.chaos:
+        from browser_pool.faults import parse_spec
 
-            try:
-                kinds = parse_spec(cfg.chaos)
-            except ValueError as exc:
-                raise SystemExit(f"lunarfleet: {exc}") from None
-            needs_hooks = [k for k in ("hang", "disconnect", "garbage") if kinds.get(k)]
-            if needs_hooks and cfg.url is not None:
-                raise SystemExit(f"lunarfleet: --chaos {','.join(needs_hooks)} needs the embedded page's hooks; with --url only crash, browser and driver work")
+        try:
+            kinds = parse_spec(cfg.chaos)
+        except ValueError as exc:
+            raise SystemExit(f"lunarfleet: {exc}") from None
+        needs_hooks = [k for k in ("hang", "disconnect", "garbage") if kinds.get(k)]
+        if needs_hooks and cfg.url is not None:
+            raise SystemExit(f"lunarfleet: --chaos {','.join(needs_hooks)} needs the embedded page's hooks; with --url only crash, browser and driver work")
+        if kinds.get("trainer") and cfg.command != "train":
+            raise SystemExit("lunarfleet: --chaos trainer needs 'lunarfleet train', whose supervisor restarts the trainer")
     if cfg.url is not None:
         try:
             cfg.tab_url(0, 8765, 4200)
@@ -177,9 +230,20 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 
 def _train_or_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
+    if cfg.command == "train" and args.attempt is None and args.max_restarts > 0:
+        from orchestrator.supervisor import supervise
+
+        return supervise(sys.argv[1:] if args.argv is None else args.argv, cfg.run_dir, args.max_restarts)
+    from orchestrator.monitor import MonitorSettings
     from orchestrator.training_run import run_training  # heavy imports only when needed
 
-    summary = run_training(cfg)
+    monitor = MonitorSettings(
+        enabled=not args.no_monitor,
+        interval_s=args.monitor_interval,
+        tab_memory_limit_mb=args.tab_memory_limit_mb,
+        memory_floor_mb=args.memory_floor_mb,
+    )
+    summary = run_training(cfg, monitor)
     if cfg.command == "smoke":
         _check_checkpoint_loads(summary)
         if cfg.json_path:
@@ -195,6 +259,8 @@ def _train_or_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
         print(f"[Done] error: {summary.error}", file=sys.stderr, flush=True)
     if summary.status == "interrupted":
         return 130
+    if summary.trainer_exceptions:
+        return 75  # the trainer crashed: a supervisor restarts it from the newest checkpoint
     return 0 if summary.ok else 1
 
 

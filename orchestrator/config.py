@@ -42,6 +42,9 @@ class RunConfig:
     json_path: Path | None = None
     progress: str = "auto"  # auto, bar, lines
     n_steps: int = 2048
+    hours: float | None = None
+    keep_checkpoints: int = 0
+    curriculum: list[int] | None = None  # stage budgets in steps
     batch_size: int = 64
     run_id: str = ""
     token: str = ""

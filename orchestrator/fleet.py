@@ -22,6 +22,12 @@ from training.event_loop import LoopThread
 # original app both do); it is replaced only if it has not come back within this grace.
 RECONNECT_GRACE_S = 5.0
 REPLACE_NOW = {"hang", "crash"}
+# The page's own doing, not a fault of the tab: the original app's watchdog (restart_request, then
+# it closes its socket and reconnects) and a page that came back by itself between two steps.
+# They cost the episode but never count toward the circuit breaker.
+PAGE_RESTARTS = {"watchdog", "page_reconnected"}
+# An env's failure within this long after its tab was recycled on purpose is that recycle.
+RECYCLE_GRACE_S = 60.0
 
 
 @dataclass
@@ -37,6 +43,7 @@ class PortHealth:
     stepping_at: float = 0.0  # wall clock of the latest reset against a live page
     failures: int = 0
     recoveries: list[float] = field(default_factory=list)
+    recycling_since: float | None = None  # wall clock of a recycle the env has not stepped past yet
 
 
 class SetupTimeout(RuntimeError):
@@ -138,6 +145,7 @@ class Fleet:
         elif event == "stepping":
             h.connected = h.ever_connected = True
             h.stepping_at = now
+            self._recycle_at_boundary(h, float(message.get("time", now)))
             if h.failed_at is not None:
                 seconds = now - h.failed_at
                 h.recoveries.append(seconds)
@@ -146,12 +154,19 @@ class Fleet:
         elif event == "failed":
             cause = str(message.get("cause"))
             h.connected = False
+            if h.recycling_since is not None and float(message.get("time", now)) >= h.recycling_since:
+                # Our own recycle closed the page under the env: not a failure of the tab.
+                self.events("env_saw_recycle", {"tab": h.tab, "port": port, "cause": cause}, echo=False)
+                return
             h.failures += 1
             if h.failed_at is None:
                 h.failed_at, h.failed_cause = float(message.get("time", now)), cause
             self.events("env_saw_failure", {"tab": h.tab, "port": port, "cause": cause, "detail": message.get("detail")})
             if cause in REPLACE_NOW:
                 self._loop.loop.create_task(self.pool.replace(h.tab, cause, str(message.get("detail", "")), h.failed_at))
+            elif cause in PAGE_RESTARTS:
+                # It reconnects by itself; if it does not, that is a failure (counted then).
+                self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at, False)
             elif not self.pool.record_failure(h.tab, cause):
                 # The env dropped the socket; a live page reconnects by itself, costing one episode.
                 self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at)
@@ -162,12 +177,33 @@ class Fleet:
             h.steps, h.steps_at = steps, now
         elif event == "refused":
             self.events("refused", {"port": port, "reason": message.get("reason")})
+        elif event == "restart_request":
+            self.events("restart_request", {"tab": h.tab, "port": port}, echo=False)
 
-    def _replace_if_still_gone(self, port: int, failed_at: float) -> None:
+    def request_recycle(self, index: int, reason: str) -> None:
+        """Replace tab `index` at its next episode boundary (the memory guard); from any thread."""
+        self._loop.loop.call_soon_threadsafe(self.pool.request_recycle, index, reason)
+
+    def _recycle_at_boundary(self, h: PortHealth, reset_at: float) -> None:
+        """On an env's reset: start a requested recycle, or note that the env is past one.
+
+        The boundary is approximate: the env has already reset against the old page, so the first
+        step of its new episode comes back truncated and the env resets again on the new page.
+        """
+        tab = self.pool.tabs[h.tab]
+        if h.recycling_since is not None and (
+            reset_at > tab.opened_at > h.recycling_since or reset_at - h.recycling_since > RECYCLE_GRACE_S
+        ):
+            h.recycling_since = None  # this reset was against the new page
+        if tab.recycle_reason is not None and h.recycling_since is None:
+            h.recycling_since = reset_at
+            self._loop.loop.create_task(self.pool.recycle(h.tab))
+
+    def _replace_if_still_gone(self, port: int, failed_at: float, counted: bool = True) -> None:
         h = self.health[port]
         if h.failed_at == failed_at and not h.connected:
             self._loop.loop.create_task(
-                self.pool.replace(h.tab, h.failed_cause, "the page did not reconnect", failed_at, counted=True)
+                self.pool.replace(h.tab, h.failed_cause, "the page did not reconnect", failed_at, counted=counted)
             )
 
     def note_fault(self, port: int, cause: str) -> None:

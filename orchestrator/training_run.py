@@ -26,6 +26,7 @@ from orchestrator.config import RunConfig
 from orchestrator.doctor import playwright_chromium
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
+from orchestrator.monitor import Monitoring, MonitorSettings, NotEnoughMemory, memory_refusal, trainer_threads
 from orchestrator.ports import free_block
 from training.tab_link import LinkDeadlines, PageSettings
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
@@ -62,17 +63,22 @@ class RunSummary:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
-def run_training(cfg: RunConfig) -> RunSummary:
+def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunSummary:
     began = time.monotonic()
     summary = RunSummary(envs=cfg.envs, run_dir=str(cfg.run_dir))
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(cfg.run_dir / "config.json")
     events = EventLog(cfg.run_dir / "events.jsonl")
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = {sig: signal.signal(sig, _interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
     app: AppServer | None = None
     fleet: Fleet | None = None
     venv: Any = None
+    monitor = monitor or MonitorSettings()
+    monitoring: Monitoring | None = None
     try:
+        refusal = memory_refusal(cfg.envs, floor_mb=monitor.memory_floor_mb)
+        if refusal:
+            raise NotEnoughMemory(refusal)  # before opening a single tab
         for line in sweep_leftovers():
             say(f"[Setup] Cleaned up after an earlier run: {line}")
         choice = find_chromium(cfg.browser, playwright_chromium())
@@ -96,6 +102,11 @@ def run_training(cfg: RunConfig) -> RunSummary:
             cfg.token,
         )
         fleet.start()
+        if monitor.enabled:
+            run_info = {"run_id": cfg.run_id, "run_dir": str(cfg.run_dir), "command": cfg.command, "envs": cfg.envs,
+                        "target_timesteps": cfg.timesteps}
+            monitoring = Monitoring(monitor, fleet, lambda: venv, cfg.run_dir, run_info, cfg.progress, events, say)
+            monitoring.start()
         env_settings = FleetEnvSettings(
             ports=ports,
             page=PageSettings(
@@ -111,6 +122,8 @@ def run_training(cfg: RunConfig) -> RunSummary:
         )
         venv = make_vec_env(env_settings, on_respawn=lambda i, why: events("worker_respawned", {"env": i, "cause": why}))
         fleet.wait_connected(cfg.connect_timeout)
+        if monitoring is not None:
+            monitoring.running()
         summary.startup_s = round(time.monotonic() - began, 3)
         say(f"[Setup] All {cfg.envs} tabs connected in {summary.startup_s:.1f} s")
 
@@ -130,7 +143,12 @@ def run_training(cfg: RunConfig) -> RunSummary:
             tensorboard_dir=cfg.run_dir / "tensorboard",
             progress_bar=_want_progress_bar(cfg.progress),
             ppo=PPOSettings(n_steps=cfg.n_steps, batch_size=cfg.batch_size),
+            keep_checkpoints=cfg.keep_checkpoints,
+            max_seconds=cfg.hours * 3600 if cfg.hours else None,
+            curriculum=cfg.curriculum,
+            torch_threads=trainer_threads(envs=cfg.envs),
         )
+        say(f"[Setup] Trainer: {settings.torch_threads} torch thread(s), leaving the other cores to {cfg.envs} tabs")
         say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
         say(f"Using {cfg.envs} parallel environments")
         chaos = None
@@ -142,7 +160,9 @@ def run_training(cfg: RunConfig) -> RunSummary:
             say,
             should_stop=lambda: fleet.fatal if fleet else None,
             on_checkpoint=on_checkpoint,
-            on_steps=chaos.on_steps if chaos else lambda steps: None,
+            on_steps=_both(chaos.on_steps if chaos else None, monitoring.on_steps if monitoring else None),
+            record=lambda fields: events(fields.pop("event"), fields, echo=False),
+            extra_callbacks=monitoring.callbacks() if monitoring else (),
         )
         _fill(summary, result)
         summary.trainer_exceptions = 1 if result.status == "failed" else 0
@@ -162,6 +182,9 @@ def run_training(cfg: RunConfig) -> RunSummary:
         events("error", {"message": summary.error, "traceback": traceback.format_exc()})
     finally:
         with _no_interrupts():
+            if monitoring is not None:
+                with contextlib.suppress(Exception):
+                    monitoring.finish(summary.status, {"ok": summary.ok, "error": summary.error, "fps": summary.fps})
             if venv is not None:
                 summary.worker_respawns = venv.respawns
                 venv.close()
@@ -175,13 +198,14 @@ def run_training(cfg: RunConfig) -> RunSummary:
             summary.elapsed_s = round(time.monotonic() - began, 2)
             summary.write(cfg.run_dir / "summary.json")
             events.close()
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return summary
 
 
 def _fill(summary: RunSummary, result: TrainResult) -> None:
     summary.status = result.status
-    summary.ok = result.status in ("completed", "already_done")
+    summary.ok = result.status in ("completed", "already_done", "time_up")
     summary.timesteps = result.timesteps
     summary.start_timesteps = result.start_timesteps
     summary.episodes = result.episodes
@@ -192,6 +216,12 @@ def _fill(summary: RunSummary, result: TrainResult) -> None:
         summary.error = result.message
 
 
+def _both(*hooks: Any) -> Any:
+    """One on_steps hook that calls each of `hooks` that is not None."""
+    live = [h for h in hooks if h is not None]
+    return lambda steps: [h(steps) for h in live]
+
+
 def _want_progress_bar(progress: str) -> bool:
     if progress == "bar":
         return True
@@ -200,7 +230,10 @@ def _want_progress_bar(progress: str) -> bool:
     return sys.stdout.isatty()
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """Ctrl+C or SIGTERM stops training; a second one must not break the checkpoint being saved."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

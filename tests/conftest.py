@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from browser_pool.chromium import MARK_FLAG
+from browser_pool.chromium import MARK_FLAG, TAG_FLAG
 from orchestrator.ports import free_block
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,14 +31,18 @@ def lunarfleet_processes() -> dict[int, str]:
 
 
 @pytest.fixture
-def no_leftovers() -> Iterator[None]:
-    """Fails the test if it leaves a Chromium, driver or child process behind (and ends them)."""
-    before_browsers = set(lunarfleet_processes())
+def no_leftovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fails the test if it leaves a Chromium, driver or child process behind (and ends them).
+
+    Browsers are told apart from other runs on the machine by a per-test LUNARFLEET_TAG.
+    """
+    tag = f"{TAG_FLAG}=test-{os.getpid()}-{time.monotonic_ns()}"
+    monkeypatch.setenv("LUNARFLEET_TAG", tag.split("=", 1)[1])
     before_children = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
     deadline = time.monotonic() + 10
     while True:
-        browsers = {p: c for p, c in lunarfleet_processes().items() if p not in before_browsers}
+        browsers = {p: c for p, c in lunarfleet_processes().items() if tag in c.split()}
         children = [
             p for p in psutil.Process().children(recursive=True)
             if p.pid not in before_children and p.status() != psutil.STATUS_ZOMBIE

@@ -26,6 +26,24 @@ def interrupted_path(models_dir: Path) -> Path:
     return models_dir / f"{PREFIX}interrupted.zip"
 
 
+def best_path(models_dir: Path) -> Path:
+    """The best model by mean episode reward; never auto-loaded (training resumes the newest)."""
+    return models_dir / f"{PREFIX}best.zip"
+
+
+def prune(models_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` highest-step periodic checkpoints; returns what was deleted."""
+    if keep <= 0:
+        return []
+    numbered = sorted(
+        (int(m.group(1)), p) for p in models_dir.glob(f"{PREFIX}*_steps.zip") if (m := STEPS_NAME.match(p.name))
+    )
+    doomed = [p for _, p in numbered[:-keep]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
 def save_atomic(model: BaseAlgorithm, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -49,7 +67,7 @@ def candidates(models_dir: Path) -> list[Path]:
     """Checkpoints in a folder, newest first (by modification time, as the seed's auto-load)."""
     if not models_dir.is_dir():
         return []
-    found = [p for p in models_dir.glob(f"{PREFIX}*.zip") if p.is_file()]
+    found = [p for p in models_dir.glob(f"{PREFIX}*.zip") if p.is_file() and p != best_path(models_dir)]
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
 
 

@@ -114,6 +114,11 @@ class TabEnv(gym.Env):
     def set_checkpoint_info(self, name: str, steps: int) -> None:
         self._loop.run(self._link.send_checkpoint_info(name, steps), timeout=5)
 
+    def set_stage(self, stage: int) -> None:
+        """Reward stage of the embedded sim, from the next episode on (and for replacement tabs)."""
+        self.settings.stage = stage
+        self._loop.run(self._link.send_stage(stage), timeout=5)
+
     def close(self) -> None:
         try:
             self._loop.run(self._link.close(), timeout=10)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,7 +27,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from training.protocol import (
+    ACTION_SIZE,
     MAX_FRAME_BYTES,
+    MAX_INFO_KEYS,
+    MAX_INFO_VALUE_CHARS,
+    MAX_SIMS,
+    OBS_SIZE,
     PageMessage,
     ProtocolError,
     encode,
@@ -34,6 +41,9 @@ from training.protocol import (
 )
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
+# The original app's watchdog closes its socket about 2 s after its restart_request and reconnects
+# about 1 s later: a drop this soon after a restart_request is that, not a fault of the tab.
+WATCHDOG_WINDOW_S = 10.0
 EventCallback = Callable[[str, dict[str, Any]], None]
 
 
@@ -66,6 +76,7 @@ class PageSettings:
     stage: int | None = None
     checkpoint_name: str | None = None
     checkpoint_steps: int = 0
+    sims: int = 1  # simulations the page runs (URL parameter sims); > 1 means batched stepping
 
 
 @dataclass
@@ -101,6 +112,7 @@ class TabLink:
         self._hello: PageMessage | None = None
         self._new_conn = asyncio.Event()
         self._pending_seed: int | None = None
+        self._restart_requested_at = float("-inf")
         self.log = logging.getLogger(f"lunarfleet.port{port}")
 
     # ---- server life -------------------------------------------------------------------
@@ -154,9 +166,11 @@ class TabLink:
         self._on_event("connected", {"port": self.port})
         await conn.wait_closed()
 
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        self._new_conn.clear()
+    async def _drop_connection(self, conn: ServerConnection | None = None) -> None:
+        """Close `conn` (default: the current one); a newer connection that arrived meanwhile stays."""
+        if conn is None or conn is self._conn:
+            conn, self._conn = self._conn, None
+            self._new_conn.clear()
         if conn is not None:
             # Never wait long on a hung page: close() gives up after close_timeout and aborts.
             with contextlib.suppress(Exception):
@@ -182,14 +196,14 @@ class TabLink:
                 # A page sends reset_complete on its own as it connects (after an optional hello).
                 await self._receive(conn, {"reset_complete"}, self.deadlines.step_s)
                 self._fresh = False
-                await self._send_settings(conn)
+                await self._send(conn, *self._settings_messages())
             elif self._pending_seed is not None and self._hello is not None:
-                await conn.send(encode("set_seed", seed=self._pending_seed))
+                await self._send(conn, encode("set_seed", seed=self._pending_seed))
             self._pending_seed = None
-            await conn.send(encode("reset_request"))
+            await self._send(conn, encode("reset_request"))
             message = await self._receive(conn, {"reset_complete"}, self.deadlines.step_s)
         except TabFailure:
-            await self._drop_connection()
+            await self._drop_connection(conn)
             raise
         assert message.observation is not None
         return message.observation, message.info
@@ -198,14 +212,15 @@ class TabLink:
         conn = self._conn
         if conn is None:
             raise TabFailure(self.port, "disconnected", "no page is connected")
+        if self._fresh:
+            # The page dropped its socket and came back by itself between two steps (the original
+            # app does so after its watchdog): its episode is gone, the new connection is kept.
+            raise TabFailure(self.port, "page_reconnected", "the page reconnected by itself; its episode starts over")
         try:
-            try:
-                await conn.send(encode_action(action))
-            except ConnectionClosed as exc:
-                raise TabFailure(self.port, "disconnected", f"socket closed ({exc})") from None
+            await self._send(conn, encode_action(action))
             message = await self._receive(conn, {"state"}, self.deadlines.step_s)
         except TabFailure:
-            await self._drop_connection()
+            await self._drop_connection(conn)
             raise
         assert message.observation is not None
         return message.observation, message.reward, message.done, message.info
@@ -215,6 +230,127 @@ class TabLink:
         if self._conn is not None:
             with contextlib.suppress(ConnectionClosed):
                 await self._conn.send(encode("checkpoint_info", checkpoint_name=name, checkpoint_steps=steps))
+
+    async def send_stage(self, stage: int) -> None:
+        self.settings.stage = stage
+        if self._conn is not None and self._hello is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._conn.send(encode("set_stage", stage=stage))
+
+    # ---- batched stepping: all K simulations of a page at once --------------------------
+    @property
+    def sims(self) -> int:
+        """Simulations behind this port, as the trainer expects them (`PageSettings.sims`)."""
+        return self.settings.sims
+
+    async def reset_all(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """First observations of new episodes in all K simulations: ((K, 30) array, K infos).
+
+        Works for any page: K = 1 uses the original protocol (`reset_complete`), K > 1 the
+        `reset_batch` extension. A page announcing another K than expected is a failed tab.
+        """
+        if self._conn is None:
+            await self._wait_for_page()
+        conn = self._conn
+        assert conn is not None
+        batched = self.settings.sims > 1
+        try:
+            if self._fresh:
+                # The page resets on its own as it connects (after an optional hello).
+                await self._receive(conn, {"reset_complete", "reset_batch"}, self.deadlines.step_s)
+                self._fresh = False
+                announced = self._hello.sims if self._hello is not None else 1
+                if announced != self.settings.sims:
+                    raise TabFailure(
+                        self.port,
+                        "garbage",
+                        f"the page runs {announced} simulation(s) but {self.settings.sims} were asked for "
+                        "(URL parameter sims; only the embedded page supports sims > 1)",
+                    )
+                await self._send(conn, *self._settings_messages())
+            elif self._pending_seed is not None and self._hello is not None:
+                await self._send(conn, encode("set_seed", seed=self._pending_seed))
+            self._pending_seed = None
+            await self._send(conn, encode("reset_request"))
+            message = await self._receive(
+                conn, {"reset_batch"} if batched else {"reset_complete"}, self.deadlines.step_s
+            )
+            if batched:
+                assert message.observations is not None and message.infos is not None
+                self._check_count(len(message.observations), "reset_batch")
+                return message.observations, message.infos
+        except TabFailure:
+            await self._drop_connection(conn)
+            raise
+        assert message.observation is not None
+        return message.observation[None, :], [message.info]
+
+    async def step_batch(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], list[np.ndarray | None]]:
+        """One step of all K simulations: observations (K, 30), rewards (K,), dones (K,), infos,
+        and per simulation None or the first observation of the episode the page started
+        because this step ended one (K > 1 pages reset finished simulations themselves).
+
+        K = 1 sends the original `action` message, so any page works; its episode is not
+        reset here (None), the caller resets as with `step`.
+        """
+        if self.settings.sims == 1:
+            obs, reward, done, info = await self.step(np.asarray(actions).reshape(-1)[:3])
+            return obs[None, :], np.array([reward]), np.array([done]), [info], [None]
+        conn = self._conn
+        if conn is None:
+            raise TabFailure(self.port, "disconnected", "no page is connected")
+        if self._fresh:
+            raise TabFailure(self.port, "page_reconnected", "the page reconnected by itself; its episodes start over")
+        try:
+            await self._send(conn, encode_step_batch(actions))
+            message = await self._receive(conn, {"state_batch"}, self.deadlines.step_s, parse_state_batch_fast)
+            assert message.observations is not None and message.dones is not None
+            assert message.reset_observations is not None
+            self._check_count(len(message.observations), "state_batch")
+            for done, first in zip(message.dones, message.reset_observations, strict=True):
+                if done and first is None:
+                    raise TabFailure(self.port, "garbage", "state_batch ends an episode without its reset observation")
+        except TabFailure:
+            await self._drop_connection(conn)
+            raise
+        assert message.rewards is not None and message.dones is not None
+        assert message.infos is not None and message.reset_observations is not None
+        return message.observations, message.rewards, message.dones, message.infos, message.reset_observations
+
+    def _check_count(self, count: int, what: str) -> None:
+        if count != self.settings.sims:
+            raise TabFailure(
+                self.port, "garbage", f"{what} holds {count} simulations, expected {self.settings.sims}"
+            )
+
+    async def _send(self, conn: ServerConnection, *texts: str) -> None:
+        try:
+            for text in texts:
+                await conn.send(text)
+        except ConnectionClosed as exc:
+            await self._drain(conn)  # a restart_request still in the buffer explains the close
+            raise TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})") from None
+
+    async def _drain(self, conn: ServerConnection) -> None:
+        """Read what a closed connection still holds, noting a restart_request among it."""
+        with contextlib.suppress(Exception):
+            while True:
+                frame = await asyncio.wait_for(conn.recv(), 0.5)
+                with contextlib.suppress(ProtocolError):
+                    if parse_page_message(frame).type == "restart_request":
+                        self._note_restart_request()
+
+    def _note_restart_request(self) -> None:
+        # The original app's watchdog: it will drop and re-open its socket by itself.
+        self._restart_requested_at = time.monotonic()
+        self._on_event("restart_request", {"port": self.port})
+
+    def _drop_cause(self, otherwise: str = "disconnected") -> str:
+        """"watchdog" when the page asked for a restart just before, else `otherwise`."""
+        recent = time.monotonic() - self._restart_requested_at < WATCHDOG_WINDOW_S
+        return "watchdog" if recent else otherwise
 
     # ---- internals ---------------------------------------------------------------------
     async def _wait_for_page(self) -> None:
@@ -230,6 +366,10 @@ class TabLink:
         self.log.debug("page connected after %.2f s", time.monotonic() - started)
 
     async def _send_settings(self, conn: ServerConnection) -> None:
+        for text in self._settings_messages():
+            await conn.send(text)
+
+    def _settings_messages(self) -> list[str]:
         s = self.settings
         messages = [
             encode("set_timescale", timescale=s.timescale),
@@ -245,10 +385,15 @@ class TabLink:
                 messages.append(encode("set_stage", stage=s.stage))
             if self._pending_seed is not None:
                 messages.append(encode("set_seed", seed=self._pending_seed))
-        for text in messages:
-            await conn.send(text)
+        return messages
 
-    async def _receive(self, conn: ServerConnection, wanted: set[str], deadline_s: float) -> PageMessage:
+    async def _receive(
+        self,
+        conn: ServerConnection,
+        wanted: set[str],
+        deadline_s: float,
+        parse: Callable[[str | bytes], PageMessage] = parse_page_message,
+    ) -> PageMessage:
         """Next message of a wanted type; protocol chatter in between is handled on the way."""
         end = time.monotonic() + deadline_s
         while True:
@@ -258,21 +403,119 @@ class TabLink:
             except TimeoutError:
                 raise TabFailure(self.port, "hang", f"no reply within {deadline_s:g} s") from None
             except ConnectionClosed as exc:
-                raise TabFailure(self.port, "disconnected", f"socket closed ({exc})") from None
+                raise TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})") from None
             try:
-                message = parse_page_message(frame)
+                message = parse(frame)
             except ProtocolError as exc:
                 raise TabFailure(self.port, "garbage", str(exc)) from None
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+                # e.g. an integer beyond float range, which math.isfinite refuses with OverflowError
+                raise TabFailure(self.port, "garbage", f"unreadable message: {type(exc).__name__}: {exc}") from None
             if message.type in wanted:
                 return message
             if message.type == "lunarfleet_hello":
                 self._hello = message
             elif message.type == "restart_request":
-                # The original app's watchdog: it will drop and re-open its socket by itself.
-                self._on_event("restart_request", {"port": self.port})
-            elif message.type == "reset_complete" and "state" in wanted:
+                self._note_restart_request()
+            elif (message.type == "reset_complete" and "state" in wanted) or (
+                message.type == "reset_batch" and "state_batch" in wanted
+            ):
                 # A page that reset on its own mid-episode (e.g. after its watchdog): the
                 # episode we were stepping is gone.
-                raise TabFailure(self.port, "page_reset", "the page reset its episode by itself")
+                raise TabFailure(self.port, self._drop_cause("page_reset"), "the page reset its episode by itself")
             # stale replies of other kinds are dropped
 
+
+# ---- the batched hot path: the same rules as training.protocol, checked per array -------------
+# A state_batch of 64 simulations holds ~2,000 numbers; checking each one in Python (as
+# `parse_page_message` does) costs more than the JSON decoding itself. These check whole
+# lists at once and accept only what the strict parser accepts: anything they cannot vouch
+# for goes to `parse_page_message`, which then raises its precise `ProtocolError` (or accepts).
+_NUMBER = {int, float}
+_INFO_TYPES = {str, int, float, bool, type(None)}
+_ACTION_LOW = np.array([-1.0, -1.0, 0.0])
+_ACTION_HIGH = np.array([1.0, 1.0, 1.0])
+
+
+class _Doubt(Exception):
+    pass
+
+
+def encode_step_batch(actions: np.ndarray) -> str:
+    """`step_batch` as `protocol.encode_action_batch` builds it (non-finite to 0, clipped to the
+    bounds, 6 decimals), in numpy: a batch of 64 in ~50 us instead of ~700 us."""
+    rows = np.asarray(actions, dtype=np.float64).reshape(-1, ACTION_SIZE)
+    rows = np.round(np.clip(np.where(np.isfinite(rows), rows, 0.0), _ACTION_LOW, _ACTION_HIGH), 6)
+    return '{"type":"step_batch","actions":' + json.dumps(rows.tolist(), separators=(",", ":")) + "}"
+
+
+def parse_state_batch_fast(frame: str | bytes) -> PageMessage:
+    """`parse_page_message` for frames that are usually `state_batch`, checked array-wise."""
+    if isinstance(frame, str) and len(frame) <= MAX_FRAME_BYTES:
+        try:
+            data = json.loads(frame, parse_constant=_no_constant)
+            if type(data) is dict and data.get("type") == "state_batch":
+                return _state_batch(data)
+        except (_Doubt, ValueError, TypeError, OverflowError, RecursionError):
+            pass
+    return parse_page_message(frame)
+
+
+def _no_constant(name: str) -> float:
+    raise _Doubt(name)
+
+
+def _observations(rows: Any) -> np.ndarray:
+    if type(rows) is not list or not 1 <= len(rows) <= MAX_SIMS:
+        raise _Doubt
+    for row in rows:
+        if type(row) is not list or len(row) != OBS_SIZE:
+            raise _Doubt
+    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER:
+        raise _Doubt
+    values = np.array(rows, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise _Doubt
+    return values.astype(np.float32)
+
+
+def _state_batch(data: dict[str, Any]) -> PageMessage:
+    observations = _observations(data.get("observations"))
+    count = len(observations)
+    rewards, dones, infos, resets = (data.get(k) for k in ("rewards", "dones", "infos", "reset_observations"))
+    for field in (rewards, dones, infos, resets):
+        if type(field) is not list or len(field) != count:
+            raise _Doubt
+    if not set(map(type, rewards)) <= _NUMBER or not set(map(type, dones)) <= {bool}:
+        raise _Doubt
+    reward_values = np.array(rewards, dtype=np.float64)
+    if not np.isfinite(reward_values).all():
+        raise _Doubt
+    for info in infos:
+        if type(info) is not dict or len(info) > MAX_INFO_KEYS:
+            raise _Doubt
+    values = list(chain.from_iterable(info.values() for info in infos))
+    if not set(map(type, values)) <= _INFO_TYPES:
+        raise _Doubt
+    floats = [v for v in values if type(v) is float]
+    if floats and not np.isfinite(np.array(floats)).all():
+        raise _Doubt
+    ints = [v for v in values if type(v) is int]
+    if ints:
+        np.array(ints, dtype=np.float64)  # OverflowError beyond float range, as the strict parser
+    texts = [v for v in values if type(v) is str]
+    if texts and max(map(len, texts)) > MAX_INFO_VALUE_CHARS:
+        raise _Doubt
+    ends = [i for i, r in enumerate(resets) if r is not None]
+    firsts: list[np.ndarray | None] = [None] * count
+    if ends:
+        for i, first in zip(ends, _observations([resets[i] for i in ends]), strict=True):
+            firsts[i] = first
+    return PageMessage(
+        type="state_batch",
+        observations=observations,
+        rewards=reward_values,
+        dones=np.array(dones, dtype=bool),
+        infos=infos,
+        reset_observations=firsts,
+    )

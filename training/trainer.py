@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
 from training import checkpoints
+from training.curriculum import CurriculumCallback
 
 Say = Callable[[str], None]
 
@@ -54,6 +55,9 @@ class TrainSettings:
     progress_bar: bool = False
     log_interval_s: float = 10.0
     torch_threads: int | None = None
+    keep_checkpoints: int = 0  # 0: keep every periodic checkpoint, as the seed does
+    max_seconds: float | None = None  # time budget (--hours)
+    curriculum: list[int] | None = None  # stage budgets in steps; None: one fixed stage
     ppo: PPOSettings = field(default_factory=PPOSettings)
 
 
@@ -129,6 +133,8 @@ def train(
     should_stop: Callable[[], str | None] = lambda: None,
     on_checkpoint: Callable[[Path, int], None] = lambda path, steps: None,
     on_steps: Callable[[int], None] = lambda steps: None,
+    record: Callable[[dict[str, Any]], None] = lambda fields: None,
+    extra_callbacks: Sequence[BaseCallback] = (),
 ) -> TrainResult:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
@@ -149,21 +155,50 @@ def train(
     def save(path: Path) -> Path:
         checkpoints.save_atomic(model, path)
         on_checkpoint(path, model.num_timesteps)
+        for old in checkpoints.prune(settings.models_dir, settings.keep_checkpoints):
+            record({"event": "checkpoint_pruned", "path": str(old)})
         return path
 
-    stats = RunStats(settings.log_interval_s, settings.total_timesteps, say, should_stop, not settings.progress_bar, on_steps)
-    saver = PeriodicCheckpoint(settings.save_freq, lambda steps: save(checkpoints.steps_path(settings.models_dir, steps)))
     began = time.monotonic()
+
+    def stop_reason() -> str | None:
+        if settings.max_seconds is not None and time.monotonic() - began >= settings.max_seconds:
+            return f"the time budget of {settings.max_seconds / 3600:g} h is used up"
+        return should_stop()
+
+    stats = RunStats(
+        settings.log_interval_s, settings.total_timesteps, say, stop_reason, not settings.progress_bar, on_steps, record
+    )
+
+    def periodic(steps: int) -> None:
+        save(checkpoints.steps_path(settings.models_dir, steps))
+        mean = stats.mean_reward()
+        if mean is not None and (stats.best_saved is None or mean > stats.best_saved):
+            stats.best_saved = mean
+            save(checkpoints.best_path(settings.models_dir))
+
+    callbacks: list[BaseCallback] = [stats, PeriodicCheckpoint(settings.save_freq, periodic)]
+    if settings.curriculum:
+
+        def set_stage(stage: int) -> None:
+            venv.env_method("set_stage", stage)
+            say(f"[Train] Curriculum: stage {stage} from step {model.num_timesteps:,}")
+            record({"event": "stage", "stage": stage, "steps": model.num_timesteps})
+
+        callbacks.append(CurriculumCallback(settings.curriculum, set_stage))
+    callbacks.extend(extra_callbacks)
     try:
         model.learn(
             total_timesteps=remaining,
-            callback=CallbackList([stats, saver]),
+            callback=CallbackList(callbacks),
             reset_num_timesteps=loaded_from is None,
             tb_log_name="ppo",
             progress_bar=settings.progress_bar,
         )
         if stats.stop_reason:
             result.status, result.message = "stopped", stats.stop_reason
+            if stats.stop_reason.startswith("the time budget"):
+                result.status = "time_up"
         result.checkpoint = save(checkpoints.steps_path(settings.models_dir, model.num_timesteps))
     except KeyboardInterrupt:
         result.status, result.message = "interrupted", "interrupted (Ctrl+C or SIGTERM)"
@@ -191,9 +226,12 @@ class RunStats(BaseCallback):
         should_stop: Callable[[], str | None],
         print_lines: bool,
         on_steps: Callable[[int], None] = lambda steps: None,
+        record: Callable[[dict[str, Any]], None] = lambda fields: None,
     ) -> None:
         super().__init__()
         self.on_steps = on_steps
+        self.record = record
+        self.best_saved: float | None = None
         self.interval_s, self.target, self.say = interval_s, target, say
         self.should_stop, self.print_lines = should_stop, print_lines
         self.episodes = 0
@@ -208,6 +246,10 @@ class RunStats(BaseCallback):
 
     def _on_step(self) -> bool:
         self.on_steps(self.model.num_timesteps)
+        if self.model.num_timesteps >= self.target and not self._last_step_of_rollout():
+            # Stop exactly at the target (a resumed run must not overshoot it); the partial
+            # rollout is dropped. At a rollout's end SB3 trains on it and stops by itself.
+            return False
         infos: list[dict[str, Any]] = self.locals.get("infos", [])
         for done, info in zip(self.locals.get("dones", []), infos, strict=False):
             if not done:
@@ -227,12 +269,20 @@ class RunStats(BaseCallback):
                 return False
         return True
 
+    def _last_step_of_rollout(self) -> bool:
+        n, total = self.locals.get("n_steps"), self.locals.get("n_rollout_steps")
+        return n is not None and total is not None and n + 1 >= total
+
     def _report(self, now: float) -> None:
         steps = self.model.num_timesteps
         fps = (steps - self._last_steps) / (now - self._last_print)
         self._last_print, self._last_steps = now, steps
+        mean = self.mean_reward()
+        self.record(
+            {"event": "progress", "steps": steps, "fps": round(fps, 1), "episodes": self.episodes,
+             "mean_reward": mean, "tab_failures": self.tab_failures}
+        )
         if self.print_lines:
-            mean = self.mean_reward()
             reward = f"{mean:,.1f}" if mean is not None else "n/a"
             self.say(
                 f"[Train] {steps:,}/{self.target:,} steps ({100 * steps / self.target:.0f}%)  {fps:,.0f} steps/s  "
@@ -242,6 +292,22 @@ class RunStats(BaseCallback):
     def mean_reward(self) -> float | None:
         recent = self.rewards[-100:]
         return float(np.mean(recent)) if recent else None
+
+
+class LatestScalars(BaseCallback):
+    """Records the newest values of `latest()` (e.g. resource samples, `resources/...`) into SB3's
+    logger at each rollout's end, so they reach TensorBoard with that iteration's dump."""
+
+    def __init__(self, latest: Callable[[], dict[str, float] | None]) -> None:
+        super().__init__()
+        self.latest = latest
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        for key, value in (self.latest() or {}).items():
+            self.logger.record(key, value)
 
 
 class PeriodicCheckpoint(BaseCallback):

@@ -1,4 +1,10 @@
-"""Building the vec env of tabs: one `TabEnv` per port, each in its own worker process."""
+"""Building the vec env of tabs, of one of two kinds:
+
+- `inline` (`InlineVecEnv`): every tab driven from this process over one asyncio loop; a tab
+  may run K simulations (`sims_per_tab`), each its own env to SB3 (envs = tabs x K);
+- `subproc` (`ResilientSubprocVecEnv`): one `TabEnv` per port, each in its own worker process
+  (what users of SB3's `SubprocVecEnv` know); one simulation per tab.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ from dataclasses import dataclass, replace
 import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 
+from stable_baselines3.common.vec_env import VecEnv
+
+from training.inline_vec_env import InlineVecEnv
 from training.subproc_vec_env import ResilientSubprocVecEnv
 from training.tab_env import TabEnv
 from training.tab_link import LinkDeadlines, PageSettings
@@ -23,6 +32,15 @@ class FleetEnvSettings:
     run_token: str = ""
     page_token: str | None = None
     origins: list[str | None] | None = None
+    vec_env: str = "subproc"  # VEC_ENV_KINDS
+    sims_per_tab: int = 1  # > 1: inline only, the page URL must carry sims=K
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.ports) * self.sims_per_tab
+
+
+VEC_ENV_KINDS = ("inline", "subproc")
 
 
 def make_tab_env(port: int, env_id: int, settings: FleetEnvSettings) -> gym.Env:
@@ -42,7 +60,22 @@ def make_tab_env(port: int, env_id: int, settings: FleetEnvSettings) -> gym.Env:
 
 def make_vec_env(
     settings: FleetEnvSettings, on_respawn: Callable[[int, str], None] | None = None
-) -> ResilientSubprocVecEnv:
+) -> VecEnv:
+    if settings.vec_env not in VEC_ENV_KINDS:
+        raise ValueError(f"unknown vec env kind {settings.vec_env!r}; known: {', '.join(VEC_ENV_KINDS)}")
+    if settings.vec_env == "inline":
+        return InlineVecEnv(
+            settings.ports,
+            settings.page,
+            settings.deadlines,
+            sims=settings.sims_per_tab,
+            health_port=settings.health_port,
+            token=settings.page_token,
+            origins=settings.origins,
+            run_token=settings.run_token,
+        )
+    if settings.sims_per_tab != 1:
+        raise ValueError("several simulations per tab need the inline vec env (--vec-env inline)")
     fns = [functools.partial(make_tab_env, port, i, settings) for i, port in enumerate(settings.ports)]
     deadline = settings.deadlines.step_s * 2 + settings.deadlines.connect_s + 30
     return ResilientSubprocVecEnv(fns, step_deadline_s=deadline, on_respawn=on_respawn)
