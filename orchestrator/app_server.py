@@ -7,8 +7,8 @@ import errno
 import functools
 import socket
 import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from orchestrator.ports import free_block

@@ -1,7 +1,8 @@
 """`lunarfleet`: train PPO in headless browser tabs, with no tab opened by hand.
 
 Subcommands: train (the main job), smoke (a short real run for CI, with a JSON verdict),
-doctor (check the machine and say how to fix what is wrong), status (the per-tab table of a run).
+doctor (check the machine and say how to fix what is wrong), status (the per-tab table of a run),
+tabs (only the self-healing tab pool, for people who keep their own trainer script).
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
+import tomllib
 from pathlib import Path
 
-from orchestrator.config import RunConfig
+from orchestrator.config import DEFAULT_VEC_ENV, MAX_SIMS_PER_TAB, VEC_ENV_KINDS, RunConfig
 
 EPILOG = """\
 examples:
@@ -21,6 +22,8 @@ examples:
   lunarfleet train --url 'http://localhost:4200/?wsPort={port}&maxSteps={max_steps}'
                                             your own rover app, unmodified
   lunarfleet smoke --json out.json          a 2-tab, 4096-step real run for CI
+  lunarfleet tabs --envs 4 --url 'http://localhost:4200/?wsPort={port}'
+                                            only the tabs, for your own trainer script
 
 Checkpoints go to models/lunar_rover_ppo_<steps>_steps.zip; the newest is loaded
 automatically. Each run writes runs/<run-id>/ (config, events, summary, TensorBoard).
@@ -67,6 +70,15 @@ def _add_page_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-timeout", type=_positive_float, default=10.0, metavar="S", help="a tab that does not answer a step within S seconds is hung and replaced (default 10)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="also accept env connections from pages of this origin (e.g. http://127.0.0.1:4200); by default only the page URL's own origin may connect")
     p.add_argument("--connect-timeout", type=_positive_float, default=60.0, metavar="S", help="how long to wait for all tabs to connect at start (default 60)")
+    _add_tab_options(p)
+
+
+def _add_tab_options(p: argparse.ArgumentParser) -> None:
+    """How a page learns its port and how to see tab 1: shared by train, smoke and tabs."""
+    p.add_argument("--connect-click", metavar="SELECTOR", help="click this once each page has loaded, for pages that connect only on a click; a Playwright selector such as 'text=Connect to Python' or '#connect'")
+    p.add_argument("--init-script", metavar="JS", help="JavaScript run in each page before its own scripts, with {port} and {env_id} filled in, for pages that read their port from a global, e.g. 'window.WS_PORT = {port}'")
+    p.add_argument("--watch", action="store_true", help="open tab 1 in a visible browser window (needs a display: DISPLAY or WAYLAND_DISPLAY); without one, says so and carries on headless")
+    p.add_argument("--record-video", nargs="?", type=_positive_float, const=60.0, default=0.0, metavar="S", help="record tab 1's page for S seconds (default 60) as .webm into the run folder's videos/; tab 1 then reloads unrecorded, losing that episode")
 
 
 def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: int, smoke: bool) -> None:
@@ -79,8 +91,11 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     p.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="checkpoint folder (default " + ("a fresh folder inside the run folder" if smoke else "models/") + ")")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders go (default runs/)")
     p.add_argument("--save-freq", type=int, default=0 if smoke else 10_000, metavar="S", help="save a checkpoint every S total steps, 0 for only at the end (default " + ("0" if smoke else "10,000") + ")")
+    p.add_argument("--config", type=Path, metavar="FILE", help="read options from a TOML file: keys are option names (envs = 8, timesteps = 2000000, url = '...'); flags given on the command line win")
     p.add_argument("--n-steps", type=_positive_int, default=2048, metavar="K", help="PPO rollout length per environment (default 2048, as the seed)")
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="PPO minibatch size (default 64)")
+    p.add_argument("--vec-env", choices=VEC_ENV_KINDS, default=DEFAULT_VEC_ENV, help="how the trainer talks to the tabs: inline (all tabs from the trainer process over one asyncio loop, no pickling through pipes) or subproc (one worker process per tab, like SB3's SubprocVecEnv) (default " + DEFAULT_VEC_ENV + "; see lunarfleet bench)")
+    p.add_argument("--sims-per-tab", type=_positive_int, default=1, metavar="K", help="run K simulations in each tab of the embedded page, stepped with one message per step; each is its own env to PPO, so PPO sees envs x K environments (mind --n-steps: the rollout is n_steps x envs x K). Needs --vec-env inline (default 1)")
     p.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display: a bar on a terminal, plain lines otherwise (default auto)")
     p.add_argument("--monitor-interval", type=_positive_float, default=5.0, metavar="S", help="sample CPU and memory of the machine, trainer, env workers, browser and each tab every S seconds, into runs/<id>/resources.jsonl, status.json and TensorBoard (resources/); on a terminal a per-tab table is shown (default 5)")
     p.add_argument("--no-monitor", action="store_true", help="no resource sampler, status file or live table")
@@ -118,26 +133,68 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--chaos", metavar="SPEC", help="inject faults spread over the run, SPEC a comma list of kind=count among crash (kill a renderer), hang (endless loop in the page), disconnect (the page closes its socket), garbage (the page sends a malformed message), browser (kill the browser), driver (kill the Playwright driver); e.g. crash=2,hang=1. The JSON verdict adds faults_injected, faults_recovered, trainer_exceptions and per-kind counts")
     smoke.add_argument("--keep", action="store_true", help="keep the smoke run's models folder (default: deleted unless --models-dir is given)")
 
+    report = sub.add_parser("report", help="the morning report of a run: summary JSON and a PNG of reward, speed, restarts, memory", description="Write report.json and report.png into a run folder (the newest under runs/ by default) and print the summary. Works for finished, running and killed runs.")
+    report.add_argument("run_dir", nargs="?", type=Path, help="run folder (default: the newest in runs/)")
+    report.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
+
     doctor = sub.add_parser("doctor", help="check Chromium, ports, memory and more; print the fix for each problem", description="Check what a run needs (Chromium and that it starts headless, Playwright, free WebSocket ports, /dev/shm, memory, cores, torch) and print the fix for each problem found. Exit code 1 when something is wrong.")
     doctor.add_argument("--browser", metavar="PATH", help="check this Chromium instead of the one LunarFleet would pick")
     doctor.add_argument("--envs", type=_positive_int, default=4, metavar="N", help="number of tabs to check ports and memory for (default 4)")
     doctor.add_argument("--base-port", type=_positive_int, default=8765, help="first WebSocket port to check (default 8765)")
     doctor.add_argument("--browser-only", action="store_true", help="only say which Chromium would be used (one line; exit 1 if none)")
 
+    tabs = sub.add_parser("tabs", help="only the self-healing tab pool, for your own trainer script (e.g. the seed's train_ppo_parallel.py)", description="Open N headless tabs whose pages connect to ws://localhost:BASE .. BASE+N-1, the ports your own trainer serves (the seed's train_ppo_parallel.py uses 8765 and up), and keep them alive: crashed, hung or disconnected tabs are reloaded, a dead browser or driver is relaunched. Never trains. Runs until Ctrl+C or SIGTERM, then closes every tab; status in runs/<id>/status.json.")
+    tabs.add_argument("--envs", type=_positive_int, default=4, metavar="N", help="number of tabs (default 4)")
+    tabs.add_argument("--url", metavar="TEMPLATE", help="page URL template with {port}, {env_id}, {max_steps}, e.g. 'http://localhost:4200/?wsPort={port}&maxSteps={max_steps}' for the original rover app. Default: the embedded rover simulation, served by this command")
+    tabs.add_argument("--base-port", type=_positive_int, default=8765, help="WebSocket port of tab 1; tab i connects to base+i-1 (default 8765, as the seed's trainer)")
+    tabs.add_argument("--max-episode-steps", type=_positive_int, default=10_000, metavar="M", help="the {max_steps} of the URL (default 10,000)")
+    tabs.add_argument("--app-port", type=_positive_int, default=4200, help="port that serves the embedded simulation when there is no --url (default 4200; a free one if taken)")
+    tabs.add_argument("--browser", metavar="PATH", help="Chromium executable (default as for train)")
+    tabs.add_argument("--headed", action="store_true", help="show all browser windows (needs a display)")
+    tabs.add_argument("--hang-timeout", type=_positive_float, default=10.0, metavar="S", help="a page that does not answer the pool's heartbeat within S seconds is hung and reloaded (default 10)")
+    tabs.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where the run folder goes (events.jsonl, status.json, videos/) (default runs/)")
+    _add_tab_options(tabs)
+
     status = sub.add_parser("status", help="print the per-tab table of a running or finished run", description="Print the per-tab table (state, steps/s, restarts, CPU, memory) of a run from its status.json, which a running run rewrites every few seconds. Default: the newest run under --runs-dir.")
     status.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder, e.g. runs/20250101-120000-train (default: the newest)")
     status.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
+
+    bench = sub.add_parser("bench", help="measure throughput: collection steps/s per vec env kind, PPO fps, start-up, memory", description="Measure in one run: (a) collection steps/s of a random policy for 1, 2, 4, 8 tabs, per vec env kind and with several simulations per tab; (b) the same through an in-process null env (the ceiling); (c) PPO training fps with tabs vs the null env at identical settings; (d) seconds from launch to 8 tabs connected; (e) PSS memory per tab; (f) the page in real-time (60 Hz) mode next to lock-step. Prints a table; compare ratios within one run on a shared machine.")
+    bench.add_argument("--quick", action="store_true", help="short windows and one simulations-per-tab value (under 3 minutes on 2 cores)")
+    bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results: rows (mode, tabs, sims_per_tab, envs, steps_per_s, ratio_to_ceiling, CPU per 1000 steps) and startup_s_8_tabs, pss_mb_per_tab, ppo_fps_tabs, ppo_fps_null, targets, ...")
+    bench.add_argument("--tabs", type=_int_list, metavar="N,N", help="tab counts of the collection rows (default 1,2,4,8)")
+    bench.add_argument("--sims", type=_int_list, metavar="K,K", help="simulations per tab of the batched rows (default 16,64; --quick 32)")
+    bench.add_argument("--kinds", type=_kind_list, metavar="KIND,KIND", help="vec env kinds of the one-simulation rows (default inline,subproc)")
+    bench.add_argument("--seconds", type=_positive_float, metavar="S", help="measuring window per row (default 4; --quick 1.5)")
+    bench.add_argument("--ppo-rollout", type=_positive_int, metavar="N", help="PPO samples per rollout, n_steps = N / envs (default 8192; --quick 4096)")
+    bench.add_argument("--ppo-rollouts", type=_positive_int, metavar="R", help="PPO rollouts (each followed by training) per measurement (default 3; --quick 2)")
+    bench.add_argument("--no-ppo", action="store_true", help="skip (c), the PPO measurement")
+    bench.add_argument("--realtime-tabs", type=_int_list, metavar="N,N", help="tab counts of the real-time rows, 0 to skip (default 1,4; --quick 1)")
+    bench.add_argument("--base-port", type=_positive_int, default=8765, help="first WebSocket port (default 8765; the next free block if taken)")
+    bench.add_argument("--app-port", type=_positive_int, default=4200, help="port that serves the embedded simulation (default 4200; a free one if taken)")
+    bench.add_argument("--browser", metavar="PATH", help="Chromium executable (default as for train)")
     status.add_argument("--json", action="store_true", help="print status.json itself")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _apply_config_file(parser, sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "report":
+        from orchestrator.report import build_report, newest_run, print_report
+
+        try:
+            run_dir = args.run_dir or newest_run(args.runs_dir)
+        except FileNotFoundError as exc:
+            print(f"lunarfleet: {exc}", file=sys.stderr)
+            return 1
+        print_report(build_report(run_dir))
+        return 0
     if args.command == "doctor":
         from orchestrator.doctor import browser_line, run_doctor
 
@@ -150,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         from orchestrator.status_command import show_status
 
         return show_status(args.run_dir, args.runs_dir, args.json)
+    if args.command == "bench":
+        return _bench(args)
+    if args.command == "tabs":
+        from orchestrator.tabs_command import run_tabs
+
+        return run_tabs(_tabs_config(args))
     if args.envs == "auto":
         from orchestrator.monitor import auto_envs
 
@@ -161,6 +224,100 @@ def main(argv: list[str] | None = None) -> int:
         return _train_or_smoke(cfg, args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """`--config FILE`: the file's keys become the subcommand's defaults, so flags still win."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("command", nargs="?")
+    pre.add_argument("--config", type=Path)
+    known, _ = pre.parse_known_args(argv)
+    if known.config is None or known.command is None:
+        return
+    try:
+        data = tomllib.loads(known.config.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SystemExit(f"lunarfleet: cannot read --config {known.config}: {exc}") from None
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[known.command]
+    options = {a.dest for a in sub._actions}
+    defaults = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        if dest not in options or dest in ("config", "help"):
+            raise SystemExit(f"lunarfleet: --config {known.config}: unknown key {key!r} for '{known.command}' (see lunarfleet {known.command} --help)")
+        defaults[dest] = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    sub.set_defaults(**defaults)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0 separated by commas, got {text!r}")
+    return values
+
+
+def _kind_list(text: str) -> list[str]:
+    kinds = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [k for k in kinds if k not in VEC_ENV_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"vec env kinds are {', '.join(VEC_ENV_KINDS)}, got {text!r}")
+    return kinds
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from orchestrator.bench import BenchSettings, run_bench  # heavy imports only when needed
+
+    settings = BenchSettings.quick_settings() if args.quick else BenchSettings()
+    overrides = {
+        "tabs": [n for n in args.tabs or [] if n > 0] or None,
+        "sims": [k for k in args.sims or [] if k > 1] if args.sims is not None else None,
+        "kinds": args.kinds,
+        "seconds": args.seconds,
+        "ppo_rollout": args.ppo_rollout,
+        "ppo_rollouts": args.ppo_rollouts,
+        "realtime_tabs": [n for n in args.realtime_tabs if n > 0] if args.realtime_tabs is not None else None,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(settings, key, value)
+    settings.ppo = not args.no_ppo
+    settings.base_port, settings.app_port, settings.browser, settings.json_path = args.base_port, args.app_port, args.browser, args.json
+    return run_bench(settings)
+
+
+def _tabs_config(args: argparse.Namespace) -> RunConfig:
+    cfg = RunConfig(
+        command="tabs",
+        envs=args.envs,
+        url=args.url,
+        max_episode_steps=args.max_episode_steps,
+        base_port=args.base_port,
+        app_port=args.app_port,
+        browser=args.browser,
+        headed=args.headed,
+        step_timeout=args.hang_timeout,
+        runs_dir=args.runs_dir,
+        connect_click=args.connect_click,
+        init_script=args.init_script,
+        watch=args.watch,
+        record_video=args.record_video,
+    )
+    _check_url(cfg)
+    return cfg
+
+
+def _check_url(cfg: RunConfig) -> None:
+    if cfg.url is not None:
+        try:
+            cfg.tab_url(0, 8765, 4200)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise SystemExit(f"lunarfleet: --url has an unknown placeholder {exc}; use {{port}}, {{env_id}}, {{max_steps}}") from None
+        if "{port}" not in cfg.url and not cfg.init_script:
+            print("[Setup] ! --url has no {port}: every tab gets the same URL, so the page must learn its port another "
+                  "way (--init-script 'window.SOME_GLOBAL = {port}')", flush=True)
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -185,7 +342,19 @@ def _config(args: argparse.Namespace) -> RunConfig:
         progress=args.progress,
         n_steps=args.n_steps,
         batch_size=args.batch_size,
+        vec_env=args.vec_env,
+        sims_per_tab=args.sims_per_tab,
+        connect_click=args.connect_click,
+        init_script=args.init_script,
+        watch=args.watch,
+        record_video=args.record_video,
     )
+    if cfg.sims_per_tab > MAX_SIMS_PER_TAB:
+        raise SystemExit(f"lunarfleet: --sims-per-tab is at most {MAX_SIMS_PER_TAB} (the page's limit)")
+    if cfg.sims_per_tab > 1 and cfg.vec_env != "inline":
+        raise SystemExit("lunarfleet: --sims-per-tab needs --vec-env inline (a subproc worker drives one simulation)")
+    if cfg.sims_per_tab > 1 and cfg.url is not None:
+        raise SystemExit("lunarfleet: --sims-per-tab works with the embedded simulation only (your app would need the sims extension)")
     if args.command == "train":
         cfg.run_id = args.run_id or cfg.run_id
         cfg.chaos = args.chaos if not args.attempt else None  # a restarted attempt resumes; faults were injected
@@ -219,13 +388,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
             raise SystemExit(f"lunarfleet: --chaos {','.join(needs_hooks)} needs the embedded page's hooks; with --url only crash, browser and driver work")
         if kinds.get("trainer") and cfg.command != "train":
             raise SystemExit("lunarfleet: --chaos trainer needs 'lunarfleet train', whose supervisor restarts the trainer")
-    if cfg.url is not None:
-        try:
-            cfg.tab_url(0, 8765, 4200)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise SystemExit(f"lunarfleet: --url has an unknown placeholder {exc}; use {{port}}, {{env_id}}, {{max_steps}}")
-        if "{port}" not in cfg.url:
-            print("[Setup] ! --url has no {port}: every tab gets the same URL, so the page must learn its port another way", flush=True)
+    _check_url(cfg)
     return cfg
 
 
@@ -244,6 +407,13 @@ def _train_or_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
         memory_floor_mb=args.memory_floor_mb,
     )
     summary = run_training(cfg, monitor)
+    if cfg.command == "train" and (cfg.run_dir / "events.jsonl").exists():
+        from orchestrator.report import build_report, print_report
+
+        try:
+            print_report(build_report(cfg.run_dir))
+        except Exception as exc:  # the report is a courtesy; never fail a run for it
+            print(f"[Report] could not write the report: {exc}", flush=True)
     if cfg.command == "smoke":
         _check_checkpoint_loads(summary)
         if cfg.json_path:

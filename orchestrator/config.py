@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 DEFAULT_URL = "http://localhost:{app_port}/?wsPort={port}&maxSteps={max_steps}"
 # The embedded page also learns its seed, stage and run token from its URL.
 EMBEDDED_EXTRAS = "&seed={seed}&stage={stage}&token={token}"
+VEC_ENV_KINDS = ("inline", "subproc")  # training/vec_env.py
+DEFAULT_VEC_ENV = "subproc"
+MAX_SIMS_PER_TAB = 64  # the page's limit (webapp/params.js)
 
 
 @dataclass
@@ -46,6 +49,12 @@ class RunConfig:
     keep_checkpoints: int = 0
     curriculum: list[int] | None = None  # stage budgets in steps
     batch_size: int = 64
+    vec_env: str = DEFAULT_VEC_ENV
+    sims_per_tab: int = 1  # simulations per tab of the embedded page (URL parameter sims)
+    connect_click: str | None = None  # selector to click once a page loaded (click-to-connect pages)
+    init_script: str | None = None  # JS run before the page's own scripts; {port}, {env_id} filled in
+    watch: bool = False  # tab 1 in a visible window, where there is a display
+    record_video: float = 0.0  # seconds of tab 1 to record into <run>/videos/ (0: none)
     run_id: str = ""
     token: str = ""
 
@@ -65,6 +74,10 @@ class RunConfig:
 
     def tab_url(self, env_id: int, port: int, app_port: int) -> str:
         template = self.url or DEFAULT_URL + EMBEDDED_EXTRAS
+        if self.embedded and self.sims_per_tab > 1:
+            template += f"&sims={self.sims_per_tab}"
+        if self.embedded and env_id == 0 and (self.watch or self.record_video):
+            template += "&watch=1"  # the embedded page draws under automation only when asked
         return template.format(
             app_port=app_port,
             port=port,

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from browser_pool.chromium import LaunchOptions, find_chromium
+from browser_pool.faults import parse_spec
 from browser_pool.pool import PoolSettings
 from browser_pool.processes import sweep_leftovers
-from browser_pool.faults import parse_spec
 from orchestrator.app_server import AppServer, start_app_server
 from orchestrator.chaos import ChaosMonkey
 from orchestrator.config import RunConfig
@@ -28,6 +28,7 @@ from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
 from orchestrator.monitor import Monitoring, MonitorSettings, NotEnoughMemory, memory_refusal, trainer_threads
 from orchestrator.ports import free_block
+from orchestrator.tabs_command import page_pool_options
 from training.tab_link import LinkDeadlines, PageSettings
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
 from training.vec_env import FleetEnvSettings, make_vec_env
@@ -52,6 +53,7 @@ class RunSummary:
     startup_s: float = 0.0
     recovery_s: list[float] = field(default_factory=list)
     trainer_exceptions: int = 0
+    page_restart_requests: int = 0  # restart_request messages of the pages' own watchdogs (original app)
     faults_injected: int = 0
     faults_recovered: int = 0
     faults: dict[str, Any] = field(default_factory=dict)
@@ -97,11 +99,10 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
             urls,
             ports,
             LaunchOptions(executable=choice.executable, headless=not cfg.headed),
-            PoolSettings(hang_s=cfg.step_timeout),
+            PoolSettings(hang_s=cfg.step_timeout, **page_pool_options(cfg)),
             events,
             cfg.token,
         )
-        fleet.start()
         if monitor.enabled:
             run_info = {"run_id": cfg.run_id, "run_dir": str(cfg.run_dir), "command": cfg.command, "envs": cfg.envs,
                         "target_timesteps": cfg.timesteps}
@@ -119,8 +120,16 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
             run_token=cfg.token,
             page_token=cfg.token if cfg.embedded else None,
             origins=cfg.allowed_origins(urls[0]),
+            vec_env=cfg.vec_env,
+            sims_per_tab=cfg.sims_per_tab,
         )
+        if cfg.sims_per_tab > 1:
+            say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {env_settings.num_envs} environments for PPO "
+                f"(rollout {cfg.n_steps} x {env_settings.num_envs} = {cfg.n_steps * env_settings.num_envs:,} steps)")
         venv = make_vec_env(env_settings, on_respawn=lambda i, why: events("worker_respawned", {"env": i, "cause": why}))
+        # Every port listens before any tab opens: a page like the original app gives up after ~10 tries.
+        venv.get_attr("port")
+        fleet.start()
         fleet.wait_connected(cfg.connect_timeout)
         if monitoring is not None:
             monitoring.running()
@@ -192,6 +201,7 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
                 summary.tab_restarts = sum(t.restarts for t in fleet.pool.tabs)
                 summary.tab_failures_seen = sum(h.failures for h in fleet.health.values())
                 summary.recovery_s = [round(s, 3) for s in fleet.recoveries()]
+                summary.page_restart_requests = events.counts.get("restart_request", 0)
                 fleet.stop()
             if app is not None:
                 app.close()

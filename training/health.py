@@ -8,6 +8,7 @@ asks the pool to replace a tab. One datagram per event:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -26,10 +27,8 @@ class HealthReporter:
         if self._sock is None:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         payload = {"token": self._token, "event": event, "time": time.time(), **fields}
-        try:
+        with contextlib.suppress(OSError):  # nobody listening (a bare env in a test): health is advisory
             self._sock.sendto(json.dumps(payload).encode(), self._address)
-        except OSError:
-            pass  # nobody listening (e.g. a bare env in a test): health is advisory
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_address": self._address, "_token": self._token, "_sock": None}

@@ -20,6 +20,7 @@ MAX_FRAME_BYTES = 256 * 1024
 MAX_INFO_KEYS = 64
 MAX_INFO_VALUE_CHARS = 256
 MAX_SIMS = 64
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 PAGE_MESSAGE_TYPES = {
     "reset_complete",
@@ -154,17 +155,28 @@ def _observation(value: Any, name: str) -> np.ndarray:
     for x in value:
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise ProtocolError(f"field '{name}' holds a non-number ({type(x).__name__})")
-        if not math.isfinite(x):
+        try:
+            number = float(x)
+        except OverflowError:
+            raise ProtocolError(f"field '{name}' holds a non-finite number (an integer too large for a float)") from None
+        if not math.isfinite(number):
             raise ProtocolError(f"field '{name}' holds a non-finite number")
+        if abs(number) > FLOAT32_MAX:
+            raise ProtocolError(f"field '{name}' holds a number too large for float32")
     return np.asarray(value, dtype=np.float32)
 
 
 def _finite(value: Any, name: str) -> float:
+    """A finite float; JSON integers of any size included (Python ints do not overflow)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProtocolError(f"field '{name}' is not a number ({type(value).__name__})")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ProtocolError(f"field '{name}' is not finite (an integer too large for a float)") from None
+    if not math.isfinite(number):
         raise ProtocolError(f"field '{name}' is not finite")
-    return float(value)
+    return number
 
 
 def _boolean(value: Any, name: str) -> bool:
@@ -188,9 +200,7 @@ def _info(value: Any, name: str) -> dict[str, Any]:
         elif isinstance(item, bool) or item is None:
             clean[key] = item
         elif isinstance(item, (int, float)):
-            if not math.isfinite(item):
-                raise ProtocolError(f"field '{name}.{key[:40]}' is not finite")
-            clean[key] = item
+            clean[key] = _finite(item, f"{name}.{key[:40]}") if isinstance(item, float) or abs(item) > 2**53 else item
         else:
             raise ProtocolError(f"field '{name}.{key[:40]}' is a nested {type(item).__name__}")
     return clean

@@ -8,6 +8,7 @@ on the same port, and its env reports a truncated step, like any other tab failu
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -114,7 +115,14 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
             remote, process = self._start(env_fn)
             self.remotes.append(remote)
             self.processes.append(process)
-        observation_space, action_space = self._call(0, ("get_spaces", None), 120.0)
+        try:
+            # Every worker, not just the first: an env that failed to start must say why now.
+            spaces = [self._call(i, ("get_spaces", None), 120.0) for i in range(len(env_fns))]
+        except BaseException:
+            for index in range(len(self.processes)):
+                self._kill(index)
+            raise
+        observation_space, action_space = spaces[0]
         self._last_obs = [np.zeros(observation_space.shape, dtype=observation_space.dtype) for _ in env_fns]
         super(SubprocVecEnv, self).__init__(len(env_fns), observation_space, action_space)
 
@@ -126,14 +134,18 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
         return remote, process
 
     def _call(self, index: int, message: tuple[str, Any], deadline_s: float) -> Any:
-        self.remotes[index].send(message)
+        with contextlib.suppress(BrokenPipeError, OSError):  # a failed worker left its error in the pipe
+            self.remotes[index].send(message)
         return self._receive(index, deadline_s)
 
     def _receive(self, index: int, deadline_s: float) -> Any:
         remote = self.remotes[index]
         if not remote.poll(deadline_s):
             raise TimeoutError(f"env worker {index} gave no answer within {deadline_s:.0f} s")
-        result = remote.recv()
+        try:
+            result = remote.recv()
+        except (EOFError, OSError):
+            raise WorkerFailed(f"env worker {index} died (exit code {self.processes[index].exitcode})") from None
         if _is_error(result):
             raise WorkerFailed(f"env worker {index} raised:\n{result[1]}")
         return result
@@ -212,7 +224,7 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
     def close(self) -> None:
         if self.closed:
             return
-        for index, remote in enumerate(self.remotes):
+        for remote in self.remotes:
             try:
                 if self.waiting:
                     remote.poll(5) and remote.recv()

@@ -87,7 +87,10 @@ def load_or_create(settings: TrainSettings, venv: VecEnv, say: Say) -> tuple[PPO
         reason = checkpoints.looks_loadable(settings.load) if settings.load.exists() else "no such file"
         if reason:
             raise CheckpointLoadError(f"cannot load {settings.load}: {reason}")
-        return _load(settings.load, venv, settings), settings.load
+        try:
+            return _load(settings.load, venv, settings), settings.load
+        except Exception as exc:
+            raise CheckpointLoadError(f"cannot load {settings.load}: {type(exc).__name__}: {exc}") from exc
     if settings.auto_load:
         for path in checkpoints.candidates(settings.models_dir):
             reason = checkpoints.looks_loadable(path)

@@ -1,0 +1,133 @@
+"""The morning report: what happened in a run, as `report.json` and `report.png` in its folder.
+
+Built only from the run's own files (`events.jsonl`, `resources.jsonl`, `summary.json`), so it
+works for a finished run, a running one, and one that was killed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESTART_EVENTS = ("tab_replaced", "browser_restarted")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a kill
+    return records
+
+
+def newest_run(runs_dir: Path) -> Path:
+    runs = [p for p in runs_dir.glob("*") if (p / "events.jsonl").exists() or (p / "config.json").exists()]
+    if not runs:
+        raise FileNotFoundError(f"no run folders in {runs_dir}/")
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+def build_report(run_dir: Path) -> dict[str, Any]:
+    events = read_jsonl(run_dir / "events.jsonl")
+    samples = read_jsonl(run_dir / "resources.jsonl")
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    progress = [e for e in events if e.get("event") == "progress"]
+    counts: dict[str, int] = {}
+    for e in events:
+        counts[e.get("event", "?")] = counts.get(e.get("event", "?"), 0) + 1
+    causes: dict[str, int] = {}
+    for e in events:
+        if e.get("event") == "tab_failed":
+            causes[str(e.get("cause"))] = causes.get(str(e.get("cause")), 0) + 1
+    tab_pss = _tab_memory(samples)
+    report = {
+        "run_dir": str(run_dir),
+        "status": summary.get("status", "running or killed"),
+        "timesteps": summary.get("timesteps") or (progress[-1]["steps"] if progress else 0),
+        "episodes": summary.get("episodes") or (progress[-1].get("episodes", 0) if progress else 0),
+        "fps_mean": round(sum(p["fps"] for p in progress) / len(progress), 1) if progress else None,
+        "mean_reward_first": _first_reward(progress),
+        "mean_reward_last": _last_reward(progress),
+        "tab_restarts": sum(counts.get(k, 0) for k in RESTART_EVENTS),
+        "tab_failures_by_cause": causes,
+        "trainer_restarts": counts.get("trainer_restarted", 0),
+        "checkpoints": [e.get("path") for e in events if e.get("event") == "checkpoint"][-5:],
+        "errors": [e.get("message") for e in events if e.get("event") == "error"],
+        "tab_pss_mb_start": {t: v[0][1] for t, v in tab_pss.items()},
+        "tab_pss_mb_end": {t: v[-1][1] for t, v in tab_pss.items()},
+        "duration_s": round(events[-1]["time"] - events[0]["time"], 1) if len(events) > 1 else 0.0,
+    }
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(run_dir / "report.png", events, progress, tab_pss)
+    report["png"] = str(run_dir / "report.png")
+    return report
+
+
+def _first_reward(progress: list[dict[str, Any]]) -> float | None:
+    values = [p["mean_reward"] for p in progress if p.get("mean_reward") is not None]
+    return round(values[0], 2) if values else None
+
+
+def _last_reward(progress: list[dict[str, Any]]) -> float | None:
+    values = [p["mean_reward"] for p in progress if p.get("mean_reward") is not None]
+    return round(values[-1], 2) if values else None
+
+
+def _tab_memory(samples: list[dict[str, Any]]) -> dict[int, list[tuple[float, float]]]:
+    series: dict[int, list[tuple[float, float]]] = {}
+    for sample in samples:
+        for tab in sample.get("tabs", []):
+            if tab.get("pss_mb") is not None:
+                series.setdefault(int(tab["tab"]), []).append((float(sample["time"]), float(tab["pss_mb"])))
+    return series
+
+
+def _plot(path: Path, events: list[dict[str, Any]], progress: list[dict[str, Any]], tab_pss: dict[int, list[tuple[float, float]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = events[0]["time"] if events else 0.0
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    (reward_ax, fps_ax), (restart_ax, memory_ax) = axes
+    rewarded = [p for p in progress if p.get("mean_reward") is not None]
+    reward_ax.plot([p["steps"] for p in rewarded], [p["mean_reward"] for p in rewarded], color="tab:blue")
+    reward_ax.set(title="Mean episode reward (last 100 episodes)", xlabel="steps", ylabel="reward")
+    fps_ax.plot([(p["time"] - t0) / 60 for p in progress], [p["fps"] for p in progress], color="tab:green")
+    fps_ax.set(title="Training speed", xlabel="minutes", ylabel="steps/s")
+    restarts = [e for e in events if e.get("event") in RESTART_EVENTS]
+    restart_ax.step([0] + [(e["time"] - t0) / 60 for e in restarts], range(len(restarts) + 1), where="post", color="tab:red", label="tab restarts")
+    trainer = [e for e in events if e.get("event") == "trainer_restarted"]
+    for e in trainer:
+        restart_ax.axvline((e["time"] - t0) / 60, color="black", linestyle="--", label="trainer restart")
+    restart_ax.set(title="Tab restarts (cumulative)", xlabel="minutes", ylabel="restarts")
+    restart_ax.legend(loc="upper left")
+    for tab, series in sorted(tab_pss.items()):
+        memory_ax.plot([(t - t0) / 60 for t, _ in series], [v for _, v in series], label=f"tab {tab}")
+    memory_ax.set(title="Memory per tab (PSS)", xlabel="minutes", ylabel="MB")
+    if tab_pss:
+        memory_ax.legend(loc="upper left")
+    else:
+        memory_ax.text(0.5, 0.5, "no resource samples in this run", ha="center", va="center", transform=memory_ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def print_report(report: dict[str, Any], say: Any = print) -> None:
+    say(f"Run {report['run_dir']}: {report['status']}, {report['timesteps']:,} steps, {report['episodes']} episodes in {report['duration_s'] / 60:.1f} min")
+    say(f"  speed: {report['fps_mean']} steps/s on average; mean episode reward {report['mean_reward_first']} -> {report['mean_reward_last']}")
+    causes = ", ".join(f"{k} {v}" for k, v in report["tab_failures_by_cause"].items()) or "none"
+    say(f"  tab restarts: {report['tab_restarts']} (failures by cause: {causes}); trainer restarts: {report['trainer_restarts']}")
+    if report["tab_pss_mb_start"]:
+        say(f"  memory per tab (PSS MB), start -> end: {report['tab_pss_mb_start']} -> {report['tab_pss_mb_end']}")
+    for error in report["errors"]:
+        say(f"  error: {error}")
+    say(f"  report: {report['png']}")
