@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
-from playwright.async_api import Browser, BrowserContext, Error as PlaywrightError, Page, Playwright, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from browser_pool import processes
 from browser_pool.chromium import LaunchOptions
@@ -45,6 +46,9 @@ class PoolSettings:
     init_script: str | None = None  # JS run before the page's own scripts, with {port}, {env_id} filled in
     recycle_steps: int = 0  # replace a tab after this many steps, at an episode boundary (0: never)
     recycle_hours: float = 0.0
+    watch_first: bool = False  # open tab 1 in a second, visible browser (the caller checked for a display)
+    video_dir: str | None = None  # record tab 1's page as .webm files into this folder
+    video_s: float = 60.0  # ... for this long; then tab 1 reopens unrecorded (costing its episode)
 
 
 @dataclass
@@ -92,6 +96,14 @@ class TabPool:
         self.fatal: str | None = None  # set when the circuit breaker trips
         self.browser_restarts = 0
         self.driver_restarts = 0
+        # Tab 1 may live apart (--watch, --record-video): its own context, in a headed browser for watching.
+        self._first_browser: Browser | None = None
+        self._first_browser_pid: int | None = None
+        self._first_context: BrowserContext | None = None
+        self._video_task: asyncio.Task[None] | None = None
+        self._video_done = False
+        self.videos: list[str] = []  # finished video files of tab 1
+        self.on_page: Callable[[PoolTab, Page], None] | None = None  # sees every new page before it loads
 
     # ---- start and stop ----------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +133,38 @@ class TabPool:
         if folder:
             processes.record_profile(os.getpid(), folder)
         self._emit("browser_launched", {"pid": self._browser_pid, "version": self._browser.version})
+        await self._launch_first()
+
+    async def _launch_first(self) -> None:
+        """Tab 1's own context: in a visible browser (--watch) and/or recording video."""
+        s, opts = self.settings, self.launch_options
+        recording = bool(s.video_dir) and not self._video_done
+        if not (s.watch_first or recording):
+            return
+        assert self._pw is not None and self._browser is not None
+        host = self._browser
+        if s.watch_first:
+            try:
+                first = await asyncio.wait_for(
+                    self._pw.chromium.launch(executable_path=opts.executable, headless=False, args=opts.args(os.getpid())),
+                    self.settings.navigation_s,
+                )
+            except Exception as exc:
+                self._emit("warning", {"message": f"cannot open the watch window ({exc!r:.200}); tab 1 stays headless"})
+            else:
+                self._first_browser = host = first
+                first.on("disconnected", self._on_first_gone)
+                pids = [p for p in processes.marked_browsers(os.getpid()) if p.pid != self._browser_pid]
+                newest = max(pids, key=lambda p: p.create_time(), default=None)
+                self._first_browser_pid = newest.pid if newest else None
+                if newest and (folder := processes.profile_dir(newest)):
+                    processes.record_profile(os.getpid(), folder)
+                self._emit("watch_window", {"pid": self._first_browser_pid})
+        options: dict[str, Any] = {"viewport": {"width": 800, "height": 600}}
+        if recording:
+            os.makedirs(str(s.video_dir), exist_ok=True)
+            options.update(record_video_dir=str(s.video_dir), record_video_size={"width": 800, "height": 600})
+        self._first_context = await host.new_context(**options)
 
     async def close(self) -> None:
         """Close every tab, the browser and the driver; kill whatever does not go quietly."""
@@ -129,6 +173,8 @@ class TabPool:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch_task
+        if self._video_task is not None:
+            self._video_task.cancel()
         for tab in self.tabs:
             tab.state = "closed"
         await self._shutdown_browser()
@@ -136,6 +182,7 @@ class TabPool:
 
     async def _shutdown_browser(self) -> None:
         browser_pid, driver_pid = self._browser_pid, self._driver_pid
+        await self._shutdown_first()
         if self._browser is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._browser.close(), 10)
@@ -148,13 +195,77 @@ class TabPool:
                     processes.kill_tree(psutil.Process(pid))
         self._browser = self._context = self._pw = None
 
+    async def _shutdown_first(self) -> None:
+        """Close tab 1's own context (which writes its video) and the watch browser."""
+        context, self._first_context = self._first_context, None
+        browser, self._first_browser = self._first_browser, None
+        page = self.tabs[0].page if self.tabs else None
+        video = page.video if page is not None and context is not None and page.context is context else None
+        if context is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(context.close(), 10)
+            await self._keep_video(video)
+        if browser is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(browser.close(), 10)
+        if self._first_browser_pid and processes.wait_gone([self._first_browser_pid], 2.0):
+            with contextlib.suppress(psutil.Error):
+                processes.kill_tree(psutil.Process(self._first_browser_pid))
+        self._first_browser_pid = None
+
+    def _on_first_gone(self, browser: Browser) -> None:
+        """The watch window was closed (by a person, say): tab 1 carries on headless."""
+        if self._closing or browser is not self._first_browser:
+            return  # our own shutdown
+        self._first_browser = self._first_context = None
+        self._emit("warning", {"message": "the watch window was closed; tab 1 reopens headless"})
+        self._spawn(self.replace(0, "watch_window_closed", "the watch window was closed"))
+
+    async def _keep_video(self, video: Any) -> None:
+        """Give a finished recording of tab 1 a readable name: tab1-1.webm, tab1-2.webm, ..."""
+        if video is None:
+            return
+        with contextlib.suppress(Exception):
+            source = await asyncio.wait_for(video.path(), 10)
+            target = os.path.join(os.path.dirname(source), f"tab1-{len(self.videos) + 1}.webm")
+            os.replace(source, target)
+            self.videos.append(target)
+            self._emit("video_saved", {"tab": 0, "path": target})
+
+    async def _end_video(self) -> None:
+        """After `video_s`, move tab 1 out of the recording context (a reload: the page reconnects)."""
+        await asyncio.sleep(self.settings.video_s)
+        tab = self.tabs[0]
+        async with tab.lock:
+            if self._closing or self._first_context is None:
+                return
+            self._video_done = True
+            page, tab.page = tab.page, None
+            context, self._first_context = self._first_context, None
+            video = page.video if page is not None else None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(context.close(), 10)  # closes the page and writes the file
+            await self._keep_video(video)
+            if self._first_browser is not None:  # still watched: a fresh, unrecorded context there
+                self._first_context = await self._first_browser.new_context(viewport={"width": 800, "height": 600})
+            try:
+                await self._open(tab)
+            except Exception as exc:
+                self._emit("warning", {"message": f"reopening tab 1 after its video failed: {exc!r}"[:300]})
+                tab.state = "failed"
+
     # ---- one tab -----------------------------------------------------------------------
     async def _open(self, tab: PoolTab) -> None:
         assert self._context is not None and self._browser is not None
         tab.state = "loading"
         tab.opened_at = time.time()
-        page = await asyncio.wait_for(self._context.new_page(), self.settings.call_s)
+        context = self._first_context if tab.index == 0 and self._first_context is not None else self._context
+        page = await asyncio.wait_for(context.new_page(), self.settings.call_s)
         tab.page = page
+        if self.on_page is not None:
+            self.on_page(tab, page)
+        if page.video is not None and self._video_task is None:
+            self._video_task = asyncio.ensure_future(self._end_video())
         page.on("crash", lambda _: self._spawn(self.replace(tab.index, "crash", "the page crashed")))
         if self.settings.init_script:
             script = self.settings.init_script.replace("{port}", str(tab.port)).replace("{env_id}", str(tab.index))
@@ -163,7 +274,8 @@ class TabPool:
         if self.settings.connect_click:
             await page.click(self.settings.connect_click, timeout=self.settings.call_s * 1000)
         async with self._trace_lock:
-            tab.renderer_pid = await asyncio.wait_for(processes.renderer_pid(self._browser, page), self.settings.call_s)
+            browser = self._first_browser if context is self._first_context and self._first_browser else self._browser
+            tab.renderer_pid = await asyncio.wait_for(processes.renderer_pid(browser, page), self.settings.call_s)
         if tab.state == "loading":
             tab.state = "loaded"
         self._emit("tab_opened", {"tab": tab.index, "port": tab.port, "renderer_pid": tab.renderer_pid})
@@ -212,7 +324,7 @@ class TabPool:
                 return
             tab.state = "restarting"
             self._emit("tab_failed", {"tab": index, "port": tab.port, "cause": cause, "detail": detail})
-            delay = self.settings.backoff_s[min(len(tab.failures) - 1, len(self.settings.backoff_s) - 1)]
+            delay = self.settings.backoff_s[min(max(len(tab.failures) - 1, 0), len(self.settings.backoff_s) - 1)]
             if delay:
                 await asyncio.sleep(delay)
             try:
@@ -264,10 +376,10 @@ class TabPool:
         page, tab.page = tab.page, None
         if page is None:
             return
-        try:
+        video = page.video
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(page.close(), 5)
-        except Exception:
-            pass
+        await self._keep_video(video)
         if tab.renderer_pid and processes.wait_gone([tab.renderer_pid], 0.5):
             with contextlib.suppress(OSError):
                 os.kill(tab.renderer_pid, signal.SIGKILL)
