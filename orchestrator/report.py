@@ -103,10 +103,15 @@ def _plot(path: Path, events: list[dict[str, Any]], progress: list[dict[str, Any
     fps_ax.plot([(p["time"] - t0) / 60 for p in progress], [p["fps"] for p in progress], color="tab:green")
     fps_ax.set(title="Training speed", xlabel="minutes", ylabel="steps/s")
     restarts = [e for e in events if e.get("event") in RESTART_EVENTS]
-    restart_ax.step([0] + [(e["time"] - t0) / 60 for e in restarts], range(len(restarts) + 1), where="post", color="tab:red", label="tab restarts")
     trainer = [e for e in events if e.get("event") == "trainer_restarted"]
     for e in trainer:
         restart_ax.axvline((e["time"] - t0) / 60, color="black", linestyle="--", label="trainer restart")
+    end_min = (events[-1]["time"] - t0) / 60 if events else 1.0
+    times = [0.0] + [(e["time"] - t0) / 60 for e in restarts] + [end_min]
+    counts = list(range(len(restarts) + 1)) + [len(restarts)]
+    restart_ax.step(times, counts, where="post", color="tab:red", label="tab restarts")
+    restart_ax.set_xlim(0, max(end_min, 0.1))
+    restart_ax.set_ylim(0, max(len(restarts), 1) * 1.1)
     restart_ax.set(title="Tab restarts (cumulative)", xlabel="minutes", ylabel="restarts")
     restart_ax.legend(loc="upper left")
     for tab, series in sorted(tab_pss.items()):
