@@ -264,8 +264,6 @@ class TabPool:
         tab.page = page
         if self.on_page is not None:
             self.on_page(tab, page)
-        if page.video is not None and self._video_task is None:
-            self._video_task = asyncio.ensure_future(self._end_video())
         page.on("crash", lambda _: self._spawn(self.replace(tab.index, "crash", "the page crashed")))
         if self.settings.init_script:
             script = self.settings.init_script.replace("{port}", str(tab.port)).replace("{env_id}", str(tab.index))
@@ -279,6 +277,8 @@ class TabPool:
         if tab.state == "loading":
             tab.state = "loaded"
         self._emit("tab_opened", {"tab": tab.index, "port": tab.port, "renderer_pid": tab.renderer_pid})
+        if page.video is not None and self._video_task is None:  # the recording window starts now
+            self._video_task = asyncio.ensure_future(self._end_video())
 
     def _check_renderers(self) -> None:
         pids = [t.renderer_pid for t in self.tabs]

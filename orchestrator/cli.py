@@ -94,8 +94,8 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     p.add_argument("--config", type=Path, metavar="FILE", help="read options from a TOML file: keys are option names (envs = 8, timesteps = 2000000, url = '...'); flags given on the command line win")
     p.add_argument("--n-steps", type=_positive_int, default=2048, metavar="K", help="PPO rollout length per environment (default 2048, as the seed)")
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="PPO minibatch size (default 64)")
-    p.add_argument("--vec-env", choices=VEC_ENV_KINDS, default=DEFAULT_VEC_ENV, help="how the trainer talks to the tabs: inline (all tabs from the trainer process over one asyncio loop, no pickling through pipes) or subproc (one worker process per tab, like SB3's SubprocVecEnv) (default " + DEFAULT_VEC_ENV + "; see lunarfleet bench)")
-    p.add_argument("--sims-per-tab", type=_positive_int, default=1, metavar="K", help="run K simulations in each tab of the embedded page, stepped with one message per step; each is its own env to PPO, so PPO sees envs x K environments (mind --n-steps: the rollout is n_steps x envs x K). Needs --vec-env inline (default 1)")
+    p.add_argument("--vec-env", choices=VEC_ENV_KINDS, default=None, help="how the trainer talks to the tabs: inline (all tabs from the trainer process over one asyncio loop, no pickling through pipes, no worker processes) or subproc (one worker process per tab, like SB3's SubprocVecEnv); --sims-per-tab above 1 needs inline (default " + DEFAULT_VEC_ENV + ", the faster in 'lunarfleet bench')")
+    p.add_argument("--sims-per-tab", type=_positive_int, default=1, metavar="K", help="run K simulations in each tab of the embedded page, all stepped with one message; each is its own env to PPO, so PPO sees envs x K environments (mind --n-steps: a rollout is n_steps x envs x K steps). Collects many times faster (see lunarfleet bench); needs --vec-env inline, at most 64 (default 1)")
     p.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display: a bar on a terminal, plain lines otherwise (default auto)")
     p.add_argument("--monitor-interval", type=_positive_float, default=5.0, metavar="S", help="sample CPU and memory of the machine, trainer, env workers, browser and each tab every S seconds, into runs/<id>/resources.jsonl, status.json and TensorBoard (resources/); on a terminal a per-tab table is shown (default 5)")
     p.add_argument("--no-monitor", action="store_true", help="no resource sampler, status file or live table")
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.envs == "auto":
         from orchestrator.monitor import auto_envs
 
-        args.envs, why = auto_envs(floor_mb=args.memory_floor_mb)
+        args.envs, why = auto_envs(floor_mb=args.memory_floor_mb, vec_env=args.vec_env or DEFAULT_VEC_ENV)
         if not (args.command == "train" and args.attempt is None and args.max_restarts > 0):
             print(f"[Setup] {why}", flush=True)  # said by the process that trains, not its supervisor
     cfg = _config(args)
@@ -342,7 +342,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         progress=args.progress,
         n_steps=args.n_steps,
         batch_size=args.batch_size,
-        vec_env=args.vec_env,
+        vec_env=args.vec_env or ("inline" if args.sims_per_tab > 1 else DEFAULT_VEC_ENV),  # subproc drives one sim per tab
         sims_per_tab=args.sims_per_tab,
         connect_click=args.connect_click,
         init_script=args.init_script,

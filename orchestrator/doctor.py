@@ -81,9 +81,22 @@ def check_shm() -> Check:
 
 
 def check_memory(envs: int) -> Check:
+    from orchestrator.monitor import BASE_COST_MB, DEFAULT_MEMORY_FLOOR_MB, memory_refusal, tab_cost_mb
+
     avail_mb = psutil.virtual_memory().available / 2**20
-    need_mb = 1500 + 150 * envs
-    return avail_mb >= need_mb, f"{avail_mb:,.0f} MB memory available (about {need_mb:,} MB needed for {envs} tabs)", "use fewer --envs or close other programs"
+    need_mb = BASE_COST_MB + tab_cost_mb() * envs
+    refusal = memory_refusal(envs, avail_mb)
+    found = f"{avail_mb:,.0f} MB memory available (about {need_mb:,} MB needed for {envs} tabs, plus a {DEFAULT_MEMORY_FLOOR_MB:,} MB floor)"
+    return refusal is None, found, refusal or ""
+
+
+def check_playwright() -> Check:
+    try:
+        from importlib.metadata import version
+
+        return True, f"playwright {version('playwright')} installed", ""
+    except Exception as exc:
+        return False, f"playwright is not installed ({exc})", "pip install playwright (or run through nox, which installs it)"
 
 
 def check_cores() -> Check:
@@ -91,23 +104,30 @@ def check_cores() -> Check:
     return cores >= 2, f"{cores} CPU cores", "with one core, use --envs 2 at most"
 
 
-def check_torch() -> Check:
+def check_torch(envs: int = 4) -> Check:
     try:
         import torch
     except ImportError:
         return False, "torch is not installed", "pip install torch==2.13.0 (or run through nox, which installs it)"
-    return True, f"torch {torch.__version__}, {torch.get_num_threads()} threads", ""
+    from orchestrator.monitor import trainer_threads
+
+    cores = os.cpu_count() or 1
+    return True, (
+        f"torch {torch.__version__}; the trainer uses {trainer_threads(cores, envs)} thread(s) with {envs} tabs on "
+        f"{cores} cores (torch's own default: {torch.get_num_threads()})"
+    ), ""
 
 
 def run_doctor(explicit_browser: str | None, base_port: int, envs: int, say: Callable[[str], None] = print) -> int:
     checks: list[tuple[str, Callable[[], Check]]] = [
         ("Chromium", lambda: check_browser(explicit_browser)),
+        ("Playwright", check_playwright),
         ("Chromium starts", lambda: check_starts(explicit_browser)),
         ("WebSocket ports", lambda: check_ports(base_port, envs)),
         ("/dev/shm", check_shm),
         ("memory", lambda: check_memory(envs)),
         ("cores", check_cores),
-        ("torch", check_torch),
+        ("torch", lambda: check_torch(envs)),
     ]
     problems = 0
     for name, check in checks:

@@ -78,7 +78,7 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
     monitor = monitor or MonitorSettings()
     monitoring: Monitoring | None = None
     try:
-        refusal = memory_refusal(cfg.envs, floor_mb=monitor.memory_floor_mb)
+        refusal = memory_refusal(cfg.envs, floor_mb=monitor.memory_floor_mb, vec_env=cfg.vec_env)
         if refusal:
             raise NotEnoughMemory(refusal)  # before opening a single tab
         for line in sweep_leftovers():
@@ -105,7 +105,7 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
         )
         if monitor.enabled:
             run_info = {"run_id": cfg.run_id, "run_dir": str(cfg.run_dir), "command": cfg.command, "envs": cfg.envs,
-                        "target_timesteps": cfg.timesteps}
+                        "vec_env": cfg.vec_env, "target_timesteps": cfg.timesteps}
             monitoring = Monitoring(monitor, fleet, lambda: venv, cfg.run_dir, run_info, cfg.progress, events, say)
             monitoring.start()
         env_settings = FleetEnvSettings(

@@ -16,8 +16,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 

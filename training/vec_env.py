@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
-
 from stable_baselines3.common.vec_env import VecEnv
 
 from training.inline_vec_env import InlineVecEnv

@@ -1,0 +1,63 @@
+"""`lunarfleet bench` for real, in a small variant: every field is there and sane.
+
+No timing assertions: the machine is shared, so only shapes, signs and consistency.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.browser
+
+
+def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_leftovers) -> None:
+    app, base = ports
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        [
+            "bench", "--quick", "--json", str(out), "--tabs", "1,2", "--sims", "4", "--seconds", "0.5",
+            "--ppo-rollout", "512", "--ppo-rollouts", "1", "--realtime-tabs", "1",
+            "--app-port", str(app), "--base-port", str(base),
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    assert data["errors"] == []
+
+    rows = data["rows"]
+    for row in rows:
+        assert {"mode", "envs", "steps_per_s", "ratio_to_ceiling"} <= set(row)
+        assert row["steps_per_s"] > 0 and row["envs"] >= 1
+    modes = {(row["mode"], row["tabs"]) for row in rows}
+    for kind in ("inline", "subproc", "inline-sims4"):
+        assert {(kind, 1), (kind, 2)} <= modes, modes
+    assert ("realtime", 1) in modes and ("ppo-tabs", 4) in modes
+    by = {(row["mode"], row["tabs"]): row for row in rows}
+    assert by[("inline-sims4", 2)]["envs"] == 8 and by[("inline", 2)]["envs"] == 2
+    ceilings = {row["envs"]: row["steps_per_s"] for row in rows if row["mode"] == "null"}
+    for row in rows:
+        if row["mode"] in ("inline", "subproc", "inline-sims4", "realtime"):
+            assert row["envs"] in ceilings
+            assert row["ratio_to_ceiling"] == pytest.approx(row["steps_per_s"] / ceilings[row["envs"]], rel=1e-2)
+            assert row["python_cpu_ms_per_1k"] > 0 and row["browser_cpu_ms_per_1k"] > 0
+
+    assert 0 < data["startup_s_8_tabs"] <= data["pool_ready_s_8_tabs"]
+    assert data["startup"]["browser_launched_s"] < data["startup_s_8_tabs"]
+    assert 0 < data["pss_mb_per_tab"] <= data["pss_mb_per_tab_max"] < 1000
+    assert data["pss_mb_browser_shared"] > 0
+    assert data["ppo_fps_tabs"] > 0 and data["ppo_fps_null"] > 0
+    assert data["ppo_ratio"] == pytest.approx(data["ppo_fps_tabs"] / data["ppo_fps_null"], rel=1e-2)
+    assert data["ppo"]["with_tabs"]["n_envs"] == data["ppo"]["with_null_env"]["n_envs"] == 16  # 4 tabs x 4 sims
+    assert data["ppo"]["with_tabs"]["n_steps"] == data["ppo"]["with_null_env"]["n_steps"]
+    assert data["realtime"]["1_tabs"]["realtime_steps_per_s"] > 0
+    assert set(data["targets"]) == {"collection_4_tabs", "ppo_ratio", "startup_s_8_tabs", "pss_mb_per_tab"}
+    assert data["targets"]["collection_4_tabs"]["met"] is None  # no 4-tab rows in this variant
+    assert data["fastest_kind"] in ("inline", "subproc", "tie")
+    assert "x ceiling" in result.stdout and "start-up: 8 tabs connected" in result.stdout
