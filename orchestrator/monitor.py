@@ -42,8 +42,9 @@ BASE_COST_MB = 900  # trainer + browser + its helper processes + driver, once
 DEFAULT_MEMORY_FLOOR_MB = 1000
 # Tabs per core that still pay off (see `auto_envs`), and a hard cap for --envs auto.
 TABS_PER_CORE = 2
-RECYCLE_WARN_WINDOW_S = 60.0
 AUTO_MAX_ENVS = 16
+# A tab over its memory limit again this soon after being replaced: the limit is likely too low.
+RECYCLE_WARN_WINDOW_S = 60.0
 
 
 @dataclass
@@ -554,12 +555,13 @@ def memory_refusal(
 def trainer_threads(cores: int | None = None, envs: int = 1) -> int:
     """Torch threads for the trainer: a core for each tab first, torch gets what is left (1 to 4).
 
-    Measured on 2 cores (shared, load average 8-10), one run each, iterations interleaved:
-    with 2 tabs, PPO iterations ran at 226 steps/s with 1 torch thread and 36 steps/s with 2
-    (update 1.8 s against 19.8 s; rollout 370 against 126 steps/s, as idle OpenMP threads spin
-    on the cores the tabs need); with 4 tabs 216 against 34 steps/s. PPO's update alone, no
-    tabs: 3.3 s with 1 thread, 3.1-12.8 s with 2. The policy is a small MLP trained in
-    minibatches of 64, which a second thread barely speeds up even on an idle core.
+    Measured on 2 cores (shared, load average 7-10), one run each, iterations interleaved:
+    2 tabs, subproc vec env: 226 steps/s with 1 torch thread, 36 with 2 (update 1.8 s against
+    19.8 s; rollout 370 against 126 steps/s: idle OpenMP threads spin on the cores the tabs
+    need); 4 tabs: 216 against 34 steps/s; 2 tabs, inline vec env: 287 against 43 steps/s
+    (update 0.6 s against 10 s). PPO's update alone, no tabs: 3.3 s with 1 thread, 3.1-12.8 s
+    with 2. The policy is a small MLP trained in minibatches of 64, which a second thread
+    barely speeds up even on an idle core.
     """
     cores = cores or os.cpu_count() or 1
     return max(1, min(4, cores - envs))
