@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--chaos", metavar="SPEC", help="inject faults spread over the run, SPEC a comma list of kind=count among crash (kill a renderer), hang (endless loop in the page), disconnect (the page closes its socket), garbage (the page sends a malformed message), browser (kill the browser), driver (kill the Playwright driver); e.g. crash=2,hang=1. The JSON verdict adds faults_injected, faults_recovered, trainer_exceptions and per-kind counts")
     smoke.add_argument("--keep", action="store_true", help="keep the smoke run's models folder (default: deleted unless --models-dir is given)")
 
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint (or random actions) on real tabs: mean episode reward", description="Run a trained policy (deterministic actions) or random actions for N episodes on real tabs, without training, and print the mean episode reward. Episodes cut short by a tab failure are not counted.")
+    evaluate.add_argument("model", nargs="?", type=Path, help="checkpoint to score (default: uniformly random actions)")
+    evaluate.add_argument("--episodes", type=_positive_int, default=20, metavar="N", help="episodes to score (default 20)")
+    evaluate.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON (the 'evaluation' field)")
+    _add_training_options(evaluate, envs=4, timesteps=1, smoke=True)
+    evaluate.set_defaults(chaos=None, keep=True)
+
     report = sub.add_parser("report", help="the morning report of a run: summary JSON and a PNG of reward, speed, restarts, memory", description="Write report.json and report.png into a run folder (the newest under runs/ by default) and print the summary. Works for finished, running and killed runs.")
     report.add_argument("run_dir", nargs="?", type=Path, help="run folder (default: the newest in runs/)")
     report.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
@@ -163,13 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="short windows and one simulations-per-tab value (under 3 minutes on 2 cores)")
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results: rows (mode, tabs, sims_per_tab, envs, steps_per_s, ratio_to_ceiling, CPU per 1000 steps) and startup_s_8_tabs, pss_mb_per_tab, ppo_fps_tabs, ppo_fps_null, targets, ...")
     bench.add_argument("--tabs", type=_int_list, metavar="N,N", help="tab counts of the collection rows (default 1,2,4,8)")
-    bench.add_argument("--sims", type=_int_list, metavar="K,K", help="simulations per tab of the batched rows (default 16,64; --quick 32)")
+    bench.add_argument("--sims", type=_int_list, metavar="K,K", help="simulations per tab of the batched rows (default 8,32,64; --quick 64)")
     bench.add_argument("--kinds", type=_kind_list, metavar="KIND,KIND", help="vec env kinds of the one-simulation rows (default inline,subproc)")
     bench.add_argument("--seconds", type=_positive_float, metavar="S", help="measuring window per row (default 4; --quick 1.5)")
     bench.add_argument("--ppo-rollout", type=_positive_int, metavar="N", help="PPO samples per rollout, n_steps = N / envs (default 8192; --quick 4096)")
     bench.add_argument("--ppo-rollouts", type=_positive_int, metavar="R", help="PPO rollouts (each followed by training) per measurement (default 3; --quick 2)")
     bench.add_argument("--no-ppo", action="store_true", help="skip (c), the PPO measurement")
-    bench.add_argument("--realtime-tabs", type=_int_list, metavar="N,N", help="tab counts of the real-time rows, 0 to skip (default 1,4; --quick 1)")
+    bench.add_argument("--realtime-tabs", type=_int_list, metavar="N,N", help="tab counts of the real-time rows, 0 to skip (default 1; with more, tabs share one headless window and the hidden ones get no animation frames)")
     bench.add_argument("--base-port", type=_positive_int, default=8765, help="first WebSocket port (default 8765; the next free block if taken)")
     bench.add_argument("--app-port", type=_positive_int, default=4200, help="port that serves the embedded simulation (default 4200; a free one if taken)")
     bench.add_argument("--browser", metavar="PATH", help="Chromium executable (default as for train)")
@@ -220,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.command == "train" and args.attempt is None and args.max_restarts > 0):
             print(f"[Setup] {why}", flush=True)  # said by the process that trains, not its supervisor
     cfg = _config(args)
-    if args.command in ("train", "smoke"):
+    if args.command in ("train", "smoke", "evaluate"):
         return _train_or_smoke(cfg, args)
     parser.error(f"unknown command {args.command}")
     return 2
@@ -389,6 +396,10 @@ def _config(args: argparse.Namespace) -> RunConfig:
         if kinds.get("trainer") and cfg.command != "train":
             raise SystemExit("lunarfleet: --chaos trainer needs 'lunarfleet train', whose supervisor restarts the trainer")
     _check_url(cfg)
+    if args.command == "evaluate":
+        cfg.load, cfg.eval_episodes = args.model, args.episodes
+        if cfg.load is not None and not cfg.load.exists():
+            raise SystemExit(f"lunarfleet: no checkpoint at {cfg.load}")
     return cfg
 
 
@@ -416,8 +427,9 @@ def _train_or_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
             print(f"[Report] could not write the report: {exc}", flush=True)
     if cfg.command == "smoke":
         _check_checkpoint_loads(summary)
-        if cfg.json_path:
-            summary.write(cfg.json_path)
+    if cfg.json_path:
+        summary.write(cfg.json_path)
+    if cfg.command == "smoke":
         if args.models_dir is None and not args.keep:
             shutil.rmtree(cfg.models_dir, ignore_errors=True)
     print(

@@ -46,6 +46,7 @@ class RunConfig:
     progress: str = "auto"  # auto, bar, lines
     n_steps: int = 2048
     hours: float | None = None
+    eval_episodes: int = 20
     keep_checkpoints: int = 0
     curriculum: list[int] | None = None  # stage budgets in steps
     batch_size: int = 64

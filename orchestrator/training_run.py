@@ -29,6 +29,7 @@ from orchestrator.fleet import Fleet
 from orchestrator.monitor import Monitoring, MonitorSettings, NotEnoughMemory, memory_refusal, trainer_threads
 from orchestrator.ports import free_block
 from orchestrator.tabs_command import page_pool_options
+from training.evaluate import evaluate
 from training.tab_link import LinkDeadlines, PageSettings
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
 from training.vec_env import FleetEnvSettings, make_vec_env
@@ -57,6 +58,7 @@ class RunSummary:
     faults_injected: int = 0
     faults_recovered: int = 0
     faults: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
     run_dir: str = ""
     error: str | None = None
 
@@ -136,54 +138,10 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
         summary.startup_s = round(time.monotonic() - began, 3)
         say(f"[Setup] All {cfg.envs} tabs connected in {summary.startup_s:.1f} s")
 
-        def on_checkpoint(path: Path, steps: int) -> None:
-            events("checkpoint", {"path": str(path), "steps": steps})
-            if not venv.waiting:
-                with contextlib.suppress(Exception):
-                    venv.env_method("set_checkpoint_info", path.stem, steps)
-
-        settings = TrainSettings(
-            total_timesteps=cfg.timesteps,
-            models_dir=cfg.models_dir,
-            save_freq=cfg.save_freq,
-            load=cfg.load,
-            auto_load=cfg.auto_load,
-            seed=cfg.seed,
-            tensorboard_dir=cfg.run_dir / "tensorboard",
-            progress_bar=_want_progress_bar(cfg.progress),
-            ppo=PPOSettings(n_steps=cfg.n_steps, batch_size=cfg.batch_size),
-            keep_checkpoints=cfg.keep_checkpoints,
-            max_seconds=cfg.hours * 3600 if cfg.hours else None,
-            curriculum=cfg.curriculum,
-            torch_threads=trainer_threads(envs=cfg.envs),
-        )
-        say(f"[Setup] Trainer: {settings.torch_threads} torch thread(s), leaving the other cores to {cfg.envs} tabs")
-        say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
-        say(f"Using {cfg.envs} parallel environments")
-        chaos = None
-        if cfg.chaos:
-            chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events)
-        result = train(
-            settings,
-            venv,
-            say,
-            should_stop=lambda: fleet.fatal if fleet else None,
-            on_checkpoint=on_checkpoint,
-            on_steps=_both(chaos.on_steps if chaos else None, monitoring.on_steps if monitoring else None),
-            record=lambda fields: events(fields.pop("event"), fields, echo=False),
-            extra_callbacks=monitoring.callbacks() if monitoring else (),
-        )
-        _fill(summary, result)
-        summary.trainer_exceptions = 1 if result.status == "failed" else 0
-        if chaos is not None:
-            report = chaos.finish()
-            summary.faults_injected, summary.faults_recovered = report.faults_injected, report.faults_recovered
-            summary.faults = {"planned": report.faults_planned, "per_kind": report.per_kind, "recovery_s": report.recovery_s}
-            say(f"[Chaos] {report.faults_recovered}/{report.faults_injected} injected faults recovered (of {report.faults_planned} planned)")
-        if result.traceback:
-            events("error", {"message": result.message, "traceback": result.traceback}, echo=False)
-        if result.message:
-            say(f"[Done] {result.status}: {result.message}")
+        if cfg.command == "evaluate":
+            _evaluate_job(cfg, venv, summary)
+        else:
+            _train_job(cfg, fleet, venv, events, monitoring, summary)
     except KeyboardInterrupt:
         summary.status, summary.error = "interrupted", "interrupted before training started"
     except Exception as exc:
@@ -211,6 +169,68 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return summary
+
+
+def _train_job(cfg: RunConfig, fleet: Fleet, venv: Any, events: EventLog, monitoring: Monitoring | None, summary: RunSummary) -> None:
+    def on_checkpoint(path: Path, steps: int) -> None:
+        events("checkpoint", {"path": str(path), "steps": steps})
+        if not venv.waiting:
+            with contextlib.suppress(Exception):
+                venv.env_method("set_checkpoint_info", path.stem, steps)
+
+    settings = TrainSettings(
+        total_timesteps=cfg.timesteps,
+        models_dir=cfg.models_dir,
+        save_freq=cfg.save_freq,
+        load=cfg.load,
+        auto_load=cfg.auto_load,
+        seed=cfg.seed,
+        tensorboard_dir=cfg.run_dir / "tensorboard",
+        progress_bar=_want_progress_bar(cfg.progress),
+        ppo=PPOSettings(n_steps=cfg.n_steps, batch_size=cfg.batch_size),
+        keep_checkpoints=cfg.keep_checkpoints,
+        max_seconds=cfg.hours * 3600 if cfg.hours else None,
+        curriculum=cfg.curriculum,
+        torch_threads=trainer_threads(envs=cfg.envs),
+    )
+    say(f"[Setup] Trainer: {settings.torch_threads} torch thread(s), leaving the other cores to {cfg.envs} tabs")
+    say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
+    say(f"Using {cfg.envs} parallel environments")
+    chaos = None
+    if cfg.chaos:
+        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events)
+    result = train(
+        settings,
+        venv,
+        say,
+        should_stop=lambda: fleet.fatal if fleet else None,
+        on_checkpoint=on_checkpoint,
+        on_steps=_both(chaos.on_steps if chaos else None, monitoring.on_steps if monitoring else None),
+        record=lambda fields: events(fields.pop("event"), fields, echo=False),
+        extra_callbacks=monitoring.callbacks() if monitoring else (),
+    )
+    _fill(summary, result)
+    summary.trainer_exceptions = 1 if result.status == "failed" else 0
+    if chaos is not None:
+        report = chaos.finish()
+        summary.faults_injected, summary.faults_recovered = report.faults_injected, report.faults_recovered
+        summary.faults = {"planned": report.faults_planned, "per_kind": report.per_kind, "recovery_s": report.recovery_s}
+        say(f"[Chaos] {report.faults_recovered}/{report.faults_injected} injected faults recovered (of {report.faults_planned} planned)")
+    if result.traceback:
+        events("error", {"message": result.message, "traceback": result.traceback}, echo=False)
+    if result.message:
+        say(f"[Done] {result.status}: {result.message}")
+
+
+def _evaluate_job(cfg: RunConfig, venv: Any, summary: RunSummary) -> None:
+    policy = str(cfg.load) if cfg.load else "random actions"
+    say(f"Evaluating {policy} over {cfg.eval_episodes} episodes on {cfg.envs} tabs (stage {cfg.stage})")
+    result = evaluate(venv, cfg.load, cfg.eval_episodes, seed=cfg.seed)
+    summary.evaluation = asdict(result)
+    summary.status, summary.ok = "completed", True
+    summary.timesteps, summary.episodes = result.steps, result.episodes
+    say(f"[Evaluate] {result.policy}: mean episode reward {result.mean_reward:,.1f} ± {result.std_reward:,.1f} "
+        f"over {result.episodes} episodes (mean length {result.mean_length:,.0f} steps)")
 
 
 def _fill(summary: RunSummary, result: TrainResult) -> None:
