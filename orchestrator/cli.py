@@ -429,9 +429,8 @@ def _train_or_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
         _check_checkpoint_loads(summary)
     if cfg.json_path:
         summary.write(cfg.json_path)
-    if cfg.command == "smoke":
-        if args.models_dir is None and not args.keep:
-            shutil.rmtree(cfg.models_dir, ignore_errors=True)
+    if cfg.command == "smoke" and args.models_dir is None and not args.keep:
+        shutil.rmtree(cfg.models_dir, ignore_errors=True)
     print(
         f"[Done] {summary.status}: {summary.timesteps:,} steps, {summary.episodes} episodes, {summary.fps:,.0f} steps/s, "
         f"{summary.tab_restarts} tab restarts, {summary.elapsed_s:.0f} s. Run folder: {summary.run_dir}",

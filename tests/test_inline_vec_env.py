@@ -61,6 +61,7 @@ def _same(a, b) -> None:  # two PageMessages
     np.testing.assert_array_equal(a.rewards, b.rewards)
     np.testing.assert_array_equal(a.dones, b.dones)
     assert a.infos == b.infos
+    assert [[type(v) for v in i.values()] for i in a.infos] == [[type(v) for v in i.values()] for i in b.infos]
     assert len(a.reset_observations) == len(b.reset_observations)
     for x, y in zip(a.reset_observations, b.reset_observations, strict=True):
         assert (x is None and y is None) or np.array_equal(x, y)
@@ -91,6 +92,10 @@ BAD = {
     "too many info keys": lambda m: m["infos"][0].update({f"k{i}": i for i in range(70)}),
     "bad reset observation": lambda m: m["reset_observations"].__setitem__(0, [0.0] * 29),
     "no observations": lambda m: m.__setitem__("observations", []),
+    "observation beyond float32": lambda m: m["observations"][0].__setitem__(2, 1e39),
+    "huge integer observation": lambda m: m["observations"][0].__setitem__(2, 10**400),
+    "huge integer reward": lambda m: m["rewards"].__setitem__(1, 10**400),
+    "huge integer info": lambda m: m["infos"][2].__setitem__("episode_length", 10**400),
 }
 
 
@@ -113,6 +118,14 @@ def test_fast_parse_hands_other_frames_to_the_strict_parser(frame: str | bytes) 
     with pytest.raises(ProtocolError) as fast:
         parse_state_batch_fast(frame)
     assert str(fast.value) == str(strict.value)
+
+
+def test_fast_parse_gives_big_info_integers_as_the_strict_parser_does() -> None:
+    message = _state_batch(2, random.Random(1))
+    message["infos"][0]["episode_length"] = 2**60
+    message["rewards"][1] = 3  # an integer reward
+    frame = json.dumps(message)
+    _same(parse_state_batch_fast(frame), parse_page_message(frame))
 
 
 def test_fast_parse_passes_other_message_types_through() -> None:

@@ -28,6 +28,7 @@ from websockets.http11 import Request, Response
 
 from training.protocol import (
     ACTION_SIZE,
+    FLOAT32_MAX,
     MAX_FRAME_BYTES,
     MAX_INFO_KEYS,
     MAX_INFO_VALUE_CHARS,
@@ -442,6 +443,7 @@ class TabLink:
 # lists at once and accept only what the strict parser accepts: anything they cannot vouch
 # for goes to `parse_page_message`, which then raises its precise `ProtocolError` (or accepts).
 _NUMBER = {int, float}
+_EXACT_INT = 2**53
 _INFO_TYPES = {str, int, float, bool, type(None)}
 _ACTION_LOW = np.array([-1.0, -1.0, 0.0])
 _ACTION_HIGH = np.array([1.0, 1.0, 1.0])
@@ -484,7 +486,7 @@ def _observations(rows: Any) -> np.ndarray:
     if not set(map(type, chain.from_iterable(rows))) <= _NUMBER:
         raise _Doubt
     values = np.array(rows, dtype=np.float64)
-    if not np.isfinite(values).all():
+    if not np.isfinite(values).all() or np.abs(values).max() > FLOAT32_MAX:
         raise _Doubt
     return values.astype(np.float32)
 
@@ -510,9 +512,8 @@ def _state_batch(data: dict[str, Any]) -> PageMessage:
     floats = [v for v in values if type(v) is float]
     if floats and not np.isfinite(np.array(floats)).all():
         raise _Doubt
-    ints = [v for v in values if type(v) is int]
-    if ints:
-        np.array(ints, dtype=np.float64)  # OverflowError beyond float range, as the strict parser
+    if any(abs(v) > _EXACT_INT for v in values if type(v) is int):
+        raise _Doubt  # the strict parser turns these into floats (or refuses them)
     texts = [v for v in values if type(v) is str]
     if texts and max(map(len, texts)) > MAX_INFO_VALUE_CHARS:
         raise _Doubt
