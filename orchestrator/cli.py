@@ -92,6 +92,8 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders go (default runs/)")
     p.add_argument("--save-freq", type=int, default=0 if smoke else 10_000, metavar="S", help="save a checkpoint every S total steps, 0 for only at the end (default " + ("0" if smoke else "10,000") + ")")
     p.add_argument("--config", type=Path, metavar="FILE", help="read options from a TOML file: keys are option names (envs = 8, timesteps = 2000000, url = '...'); flags given on the command line win")
+    p.add_argument("--recycle-steps", type=int, default=0, metavar="K", help="replace each tab with a fresh one after K of its steps, at an episode boundary (long-lived pages leak memory; default 0: never)")
+    p.add_argument("--recycle-hours", type=float, default=0.0, metavar="H", help="replace each tab after H hours open, at an episode boundary (default 0: never)")
     p.add_argument("--n-steps", type=_positive_int, default=2048, metavar="K", help="PPO rollout length per environment (default 2048, as the seed)")
     p.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="PPO minibatch size (default 64)")
     p.add_argument("--vec-env", choices=VEC_ENV_KINDS, default=None, help="how the trainer talks to the tabs: inline (all tabs from the trainer process over one asyncio loop, no pickling through pipes, no worker processes) or subproc (one worker process per tab, like SB3's SubprocVecEnv); --sims-per-tab above 1 needs inline (default " + DEFAULT_VEC_ENV + ", the faster in 'lunarfleet bench')")
@@ -345,6 +347,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
         connect_timeout=args.connect_timeout,
         browser=args.browser,
         allow_origins=args.allow_origin,
+        recycle_steps=args.recycle_steps,
+        recycle_hours=args.recycle_hours,
         headed=args.headed,
         progress=args.progress,
         n_steps=args.n_steps,

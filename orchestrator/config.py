@@ -47,6 +47,8 @@ class RunConfig:
     n_steps: int = 2048
     hours: float | None = None
     eval_episodes: int = 20
+    recycle_steps: int = 0
+    recycle_hours: float = 0.0
     keep_checkpoints: int = 0
     curriculum: list[int] | None = None  # stage budgets in steps
     batch_size: int = 64

@@ -44,6 +44,8 @@ class PortHealth:
     failures: int = 0
     recoveries: list[float] = field(default_factory=list)
     recycling_since: float | None = None  # wall clock of a recycle the env has not stepped past yet
+    opened_seen: float = 0.0  # the tab's opened_at when steps_at_open was taken
+    steps_at_open: int = 0  # the env's step count when its current tab opened
 
 
 class SetupTimeout(RuntimeError):
@@ -145,6 +147,7 @@ class Fleet:
         elif event == "stepping":
             h.connected = h.ever_connected = True
             h.stepping_at = now
+            self._recycle_if_due(h)
             self._recycle_at_boundary(h, float(message.get("time", now)))
             if h.failed_at is not None:
                 seconds = now - h.failed_at
@@ -183,6 +186,19 @@ class Fleet:
     def request_recycle(self, index: int, reason: str) -> None:
         """Replace tab `index` at its next episode boundary (the memory guard); from any thread."""
         self._loop.loop.call_soon_threadsafe(self.pool.request_recycle, index, reason)
+
+    def _recycle_if_due(self, h: PortHealth) -> None:
+        """Periodic recycling (--recycle-steps/--recycle-hours): long-lived pages leak memory."""
+        settings, tab = self.pool.settings, self.pool.tabs[h.tab]
+        if tab.opened_at != h.opened_seen:
+            h.opened_seen, h.steps_at_open = tab.opened_at, h.steps
+        reason = None
+        if settings.recycle_hours and time.time() - tab.opened_at >= settings.recycle_hours * 3600:
+            reason = f"open for {settings.recycle_hours:g} h"
+        elif settings.recycle_steps and h.steps - h.steps_at_open >= settings.recycle_steps:
+            reason = f"{h.steps - h.steps_at_open:,} steps since it opened"
+        if reason and tab.recycle_reason is None:
+            self.pool.request_recycle(h.tab, reason)
 
     def _recycle_at_boundary(self, h: PortHealth, reset_at: float) -> None:
         """On an env's reset: start a requested recycle, or note that the env is past one.

@@ -101,7 +101,12 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
             urls,
             ports,
             LaunchOptions(executable=choice.executable, headless=not cfg.headed),
-            PoolSettings(hang_s=cfg.step_timeout, **page_pool_options(cfg)),
+            PoolSettings(
+                hang_s=cfg.step_timeout,
+                recycle_steps=cfg.recycle_steps,
+                recycle_hours=cfg.recycle_hours,
+                **page_pool_options(cfg),
+            ),
             events,
             cfg.token,
         )

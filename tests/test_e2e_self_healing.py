@@ -92,3 +92,21 @@ def test_sigkill_of_a_run_leaves_no_orphans(tmp_path: Path, ports, no_leftovers)
         time.sleep(0.2)
         alive = [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"orphans 10 s after SIGKILL: {[psutil.Process(p).cmdline()[:3] for p in alive]}"
+
+
+def test_tabs_are_recycled_after_k_steps_at_an_episode_boundary_without_a_failure(tmp_path: Path, ports, no_leftovers) -> None:
+    app, base = ports
+    out = tmp_path / "out.json"
+    result = run_cli(
+        ["smoke", "--envs", "2", "--timesteps", "3072", "--n-steps", "512", "--recycle-steps", "600", "--json", str(out),
+         "--app-port", str(app), "--base-port", str(base), "--runs-dir", str(tmp_path / "runs"), "--no-monitor"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    verdict = json.loads(out.read_text())
+    assert verdict["ok"] and verdict["timesteps"] == 3072
+    events = [json.loads(line) for line in (Path(verdict["run_dir"]) / "events.jsonl").read_text().splitlines()]
+    recycled = [e for e in events if e["event"] == "tab_replaced" and e.get("cause") == "recycle"]
+    assert {e["tab"] for e in recycled} == {0, 1}, "each tab passes 600 steps of its own and is recycled"
+    assert verdict["tab_failures_seen"] == 0, "a planned recycle is not a failure"
+    assert not [e for e in events if e["event"] == "tab_failed"]
