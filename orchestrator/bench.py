@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -206,30 +207,12 @@ class PPORun:
     learning one or more rollouts at a time (so two runs can take turns)."""
 
     def __init__(self, venv: Any, rollout: int, seed: int = 0) -> None:
-        from stable_baselines3 import PPO
+        from training.trainer import PPOSettings, new_ppo
 
-        from training.trainer import PPOSettings
-
-        p = self.settings = PPOSettings()
         self.n_steps = max(rollout // venv.num_envs, 2)
+        self.settings = dataclasses.replace(PPOSettings(), n_steps=self.n_steps)
         self.venv = venv
-        self.model = PPO(
-            "MlpPolicy",
-            venv,
-            learning_rate=p.learning_rate,
-            n_steps=self.n_steps,
-            batch_size=p.batch_size,
-            n_epochs=p.n_epochs,
-            gamma=p.gamma,
-            gae_lambda=p.gae_lambda,
-            clip_range=p.clip_range,
-            ent_coef=p.ent_coef,
-            vf_coef=p.vf_coef,
-            max_grad_norm=p.max_grad_norm,
-            seed=seed,
-            device="cpu",
-            verbose=0,
-        )
+        self.model = new_ppo(venv, self.settings, seed=seed)
         self.timer = PPOTimer()
         self.elapsed = 0.0
 

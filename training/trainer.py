@@ -100,8 +100,13 @@ def load_or_create(settings: TrainSettings, venv: VecEnv, say: Say) -> tuple[PPO
                 except Exception as exc:  # a zip that is whole but holds something else
                     reason = f"{type(exc).__name__}: {exc}"
             say(f"[Setup] ! Skipping checkpoint {path.name}: {reason}")
-    p = settings.ppo
-    model = PPO(
+    tensorboard = str(settings.tensorboard_dir) if settings.tensorboard_dir else None
+    return new_ppo(venv, settings.ppo, seed=settings.seed, tensorboard_log=tensorboard), None
+
+
+def new_ppo(venv: VecEnv, p: PPOSettings, seed: int | None = None, tensorboard_log: str | None = None) -> PPO:
+    """A fresh MlpPolicy PPO with these hyperparameters, on the CPU."""
+    return PPO(
         "MlpPolicy",
         venv,
         learning_rate=p.learning_rate,
@@ -114,12 +119,11 @@ def load_or_create(settings: TrainSettings, venv: VecEnv, say: Say) -> tuple[PPO
         ent_coef=p.ent_coef,
         vf_coef=p.vf_coef,
         max_grad_norm=p.max_grad_norm,
-        tensorboard_log=str(settings.tensorboard_dir) if settings.tensorboard_dir else None,
-        seed=settings.seed,
+        tensorboard_log=tensorboard_log,
+        seed=seed,
         device="cpu",
         verbose=0,
     )
-    return model, None
 
 
 def _load(path: Path, venv: VecEnv, settings: TrainSettings) -> PPO:
