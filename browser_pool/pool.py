@@ -310,9 +310,13 @@ class TabPool:
     async def replace(
         self, index: int, cause: str, detail: str = "", since: float | None = None, counted: bool = False
     ) -> None:
-        """Replace tab `index`. Failures reported before its latest (re)open are ignored."""
+        """Replace tab `index`. Failures reported before its latest (re)open are ignored.
+
+        Tabs are healed even after the breaker tripped: the trainer stops at its next check, and a
+        tab left dead would block it in a step until then.
+        """
         tab = self.tabs[index]
-        if self._closing or self.fatal:
+        if self._closing:
             return
         if since is not None and since < tab.opened_at:
             return  # already replaced after this failure was seen
@@ -320,26 +324,30 @@ class TabPool:
             if self._closing or (since is not None and since < tab.opened_at):
                 return
             started = time.monotonic()
-            if not counted and self.record_failure(index, cause):
-                return
+            if not counted:
+                self.record_failure(index, cause)
             tab.state = "restarting"
             self._emit("tab_failed", {"tab": index, "port": tab.port, "cause": cause, "detail": detail})
             delay = self.settings.backoff_s[min(max(len(tab.failures) - 1, 0), len(self.settings.backoff_s) - 1)]
             if delay:
                 await asyncio.sleep(delay)
-            try:
-                await self._close_page(tab)
-                await self._open(tab)
-            except Exception as exc:  # the browser or driver may be gone: the watcher handles that
-                self._emit("warning", {"message": f"replacing tab {index + 1} failed: {exc!r}"[:300]})
-                tab.state = "failed"
-                return
-            tab.restarts += 1
-            self._emit(
-                "tab_replaced",
-                {"tab": index, "port": tab.port, "cause": cause, "seconds": round(time.monotonic() - started, 3),
-                 "renderer_pid": tab.renderer_pid},
-            )
+            await self._swap_page(tab, cause, detail, started)
+
+    async def _swap_page(self, tab: PoolTab, cause: str, detail: str, started: float) -> None:
+        """Close a tab's page and open a fresh one at the same URL (the caller holds tab.lock)."""
+        try:
+            await self._close_page(tab)
+            await self._open(tab)
+        except Exception as exc:  # the browser or driver may be gone: the watcher handles that
+            self._emit("warning", {"message": f"replacing tab {tab.index + 1} ({cause}) failed: {exc!r}"[:300]})
+            tab.state = "failed"
+            return
+        tab.restarts += 1
+        self._emit(
+            "tab_replaced",
+            {"tab": tab.index, "port": tab.port, "cause": cause, "detail": detail,
+             "seconds": round(time.monotonic() - started, 3), "renderer_pid": tab.renderer_pid},
+        )
 
     def request_recycle(self, index: int, reason: str) -> None:
         """Ask for a working tab to be replaced at its next episode boundary (e.g. over its memory
@@ -356,21 +364,8 @@ class TabPool:
         if reason is None or self._closing or self.fatal:
             return
         async with tab.lock:
-            started = time.monotonic()
             tab.state = "restarting"
-            try:
-                await self._close_page(tab)
-                await self._open(tab)
-            except Exception as exc:  # the browser or driver may be gone: the watcher handles that
-                self._emit("warning", {"message": f"recycling tab {index + 1} failed: {exc!r}"[:300]})
-                tab.state = "failed"
-                return
-            tab.restarts += 1
-            self._emit(
-                "tab_replaced",
-                {"tab": index, "port": tab.port, "cause": "recycle", "detail": reason,
-                 "seconds": round(time.monotonic() - started, 3), "renderer_pid": tab.renderer_pid},
-            )
+            await self._swap_page(tab, "recycle", reason, time.monotonic())
 
     async def _close_page(self, tab: PoolTab) -> None:
         page, tab.page = tab.page, None
@@ -388,7 +383,7 @@ class TabPool:
     async def _watch(self) -> None:
         while not self._closing:
             await asyncio.sleep(self.settings.heartbeat_s)
-            if self._closing or self.fatal:
+            if self._closing:
                 continue
             if self._driver_pid and not processes.is_alive(self._driver_pid):
                 await self._relaunch("driver", "the Playwright driver died")

@@ -167,11 +167,14 @@ class Fleet:
             self.events("env_saw_failure", {"tab": h.tab, "port": port, "cause": cause, "detail": message.get("detail")})
             if cause in REPLACE_NOW:
                 self._loop.loop.create_task(self.pool.replace(h.tab, cause, str(message.get("detail", "")), h.failed_at))
-            elif cause in PAGE_RESTARTS:
-                # It reconnects by itself; if it does not, that is a failure (counted then).
+            elif cause in PAGE_RESTARTS or cause == "disconnected":
+                # It reconnects by itself (or its browser is being relaunched: that is no failure of
+                # this tab); if it is not back within the grace, that is a failure, counted then.
                 self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at, False)
-            elif not self.pool.record_failure(h.tab, cause):
-                # The env dropped the socket; a live page reconnects by itself, costing one episode.
+            else:
+                # The page misbehaved (garbage, ...): counted now. The env dropped the socket and a
+                # live page reconnects by itself, costing one episode.
+                self.pool.record_failure(h.tab, cause)
                 self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at)
         elif event == "steps":
             steps = int(message.get("steps", 0))

@@ -316,3 +316,14 @@ def test_memory_guard_replaces_the_tab_over_its_limit_at_its_next_reset(tmp_path
     assert len(replaced) == 1 and replaced[0]["tab"] == 0 and replaced[0]["cause"] == "recycle"
     assert "over the 150 MB limit" in replaced[0]["detail"]
     assert not [e for e in events if e["event"] == "env_saw_failure"]
+
+
+def test_the_circuit_breaker_names_the_tab_and_its_causes_after_too_many_failures() -> None:
+    from browser_pool.chromium import LaunchOptions
+    from browser_pool.pool import PoolSettings, TabPool
+
+    pool = TabPool(["http://x/1", "http://x/2"], [9001, 9002], LaunchOptions(), PoolSettings(breaker_failures=3))
+    assert not any(pool.record_failure(1, "hang") for _ in range(3))
+    assert pool.record_failure(1, "garbage") is True
+    assert pool.fatal is not None and "tab 2 (port 9002) failed 4 times" in pool.fatal
+    assert "hang, hang, hang, garbage" in pool.fatal and pool.tabs[0].failures == type(pool.tabs[0].failures)()
