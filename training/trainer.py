@@ -184,7 +184,8 @@ def train(
             stats.best_saved = mean
             save(checkpoints.best_path(settings.models_dir))
 
-    callbacks: list[BaseCallback] = [stats, PeriodicCheckpoint(settings.save_freq, periodic)]
+    saver = PeriodicCheckpoint(settings.save_freq, periodic)
+    callbacks: list[BaseCallback] = [stats, saver]
     if settings.curriculum:
 
         def set_stage(stage: int) -> None:
@@ -206,7 +207,8 @@ def train(
             result.status, result.message = "stopped", stats.stop_reason
             if stats.stop_reason.startswith("the time budget"):
                 result.status = "time_up"
-        result.checkpoint = save(checkpoints.steps_path(settings.models_dir, model.num_timesteps))
+        final = checkpoints.steps_path(settings.models_dir, model.num_timesteps)
+        result.checkpoint = final if saver.last_saved == model.num_timesteps else save(final)
     except KeyboardInterrupt:
         result.status, result.message = "interrupted", "interrupted (Ctrl+C or SIGTERM)"
         result.checkpoint = save(checkpoints.interrupted_path(settings.models_dir))
@@ -324,6 +326,7 @@ class PeriodicCheckpoint(BaseCallback):
         super().__init__()
         self.save_freq, self.save = save_freq, save
         self._next = math.inf
+        self.last_saved: int | None = None
 
     def _on_training_start(self) -> None:
         if self.save_freq > 0:
@@ -332,5 +335,6 @@ class PeriodicCheckpoint(BaseCallback):
     def _on_step(self) -> bool:
         if self.model.num_timesteps >= self._next:
             self.save(self.model.num_timesteps)
+            self.last_saved = self.model.num_timesteps
             self._next = (self.model.num_timesteps // self.save_freq + 1) * self.save_freq
         return True
