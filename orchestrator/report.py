@@ -54,7 +54,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "fps_mean": round(sum(p["fps"] for p in progress) / len(progress), 1) if progress else None,
         "mean_reward_first": _first_reward(progress),
         "mean_reward_last": _last_reward(progress),
-        "tab_restarts": sum(counts.get(k, 0) for k in RESTART_EVENTS),
+        "tab_restarts": sum(counts.get(k, 0) for k in RESTART_EVENTS),  # events: a relaunch counts once, not per tab
         "tab_failures_by_cause": causes,
         "trainer_restarts": counts.get("trainer_restarted", 0),
         "checkpoints": [e.get("path") for e in events if e.get("event") == "checkpoint"][-5:],
@@ -130,7 +130,8 @@ def print_report(report: dict[str, Any], say: Any = print) -> None:
     say(f"Run {report['run_dir']}: {report['status']}, {report['timesteps']:,} steps, {report['episodes']} episodes in {report['duration_s'] / 60:.1f} min")
     say(f"  speed: {report['fps_mean']} steps/s on average; mean episode reward {report['mean_reward_first']} -> {report['mean_reward_last']}")
     causes = ", ".join(f"{k} {v}" for k, v in report["tab_failures_by_cause"].items()) or "none"
-    say(f"  tab restarts: {report['tab_restarts']} (failures by cause: {causes}); trainer restarts: {report['trainer_restarts']}")
+    say(f"  tab replacements and browser relaunches: {report['tab_restarts']} (tab failures by cause: {causes}); "
+        f"trainer restarts: {report['trainer_restarts']}")
     if report["tab_pss_mb_start"]:
         say(f"  memory per tab (PSS MB), start -> end: {report['tab_pss_mb_start']} -> {report['tab_pss_mb_end']}")
     for error in report["errors"]:

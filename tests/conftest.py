@@ -88,6 +88,18 @@ def start_cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+@contextlib.contextmanager
+def cli_process(args: list[str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    """A running `lunarfleet` whose process is killed on the way out if the test did not end it."""
+    proc = start_cli(args, cwd)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
     """Read the process's output until a line contains `needle`; returns the lines read."""
     import selectors

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from stable_baselines3 import PPO
 
-from tests.conftest import REPO, run_cli, start_cli, wait_for_line
+from tests.conftest import REPO, cli_process, run_cli, wait_for_line
 from training import checkpoints
 
 pytestmark = pytest.mark.browser
@@ -32,15 +32,10 @@ def _events(tmp_path: Path) -> list[dict]:
 
 def test_sigkill_after_a_checkpoint_then_restart_ends_exactly_at_the_target(tmp_path: Path, ports, no_leftovers) -> None:
     args = [*_args(ports, tmp_path), "--timesteps", "3000", "--save-freq", "512", "--max-restarts", "0"]
-    proc = start_cli(["train", *args], cwd=tmp_path)
-    try:
+    with cli_process(["train", *args], cwd=tmp_path) as proc:
         wait_for_line(proc, "Saved checkpoint", timeout=180)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     saved = checkpoints.candidates(tmp_path / "models")
     assert saved, "the first checkpoint must survive the kill"
     first_steps = PPO.load(saved[0], device="cpu").num_timesteps
@@ -82,26 +77,16 @@ def test_a_tiny_time_budget_from_a_config_file_stops_with_a_checkpoint(tmp_path:
 
 def test_a_curriculum_interrupted_in_stage_2_resumes_in_stage_2(tmp_path: Path, ports, no_leftovers) -> None:
     args = [*_args(ports, tmp_path), "--timesteps", "100000", "--curriculum", "256,50000,50000", "--save-freq", "256", "--max-restarts", "0"]
-    proc = start_cli(["train", *args], cwd=tmp_path)
-    try:
+    with cli_process(["train", *args], cwd=tmp_path) as proc:
         wait_for_line(proc, "Curriculum: stage 2", timeout=180)
         wait_for_line(proc, "Saved checkpoint", timeout=120)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, out
-    resumed = start_cli(["train", *args], cwd=tmp_path)
-    try:
+    with cli_process(["train", *args], cwd=tmp_path) as resumed:
         lines = wait_for_line(resumed, "Curriculum: stage", timeout=180)
         resumed.send_signal(signal.SIGINT)
         resumed.communicate(timeout=60)
-    finally:
-        if resumed.poll() is None:
-            resumed.kill()
-            resumed.wait()
     assert "Curriculum: stage 2 from step" in lines[-1], "".join(lines)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import lunarfleet_processes, run_cli, start_cli, wait_for_line
+from tests.conftest import cli_process, lunarfleet_processes, run_cli, wait_for_line
 
 pytestmark = pytest.mark.browser
 
@@ -69,12 +69,9 @@ def test_the_browser_or_driver_dying_relaunches_everything(kind: str, tmp_path: 
 
 def test_sigkill_of_a_run_leaves_no_orphans(tmp_path: Path, ports, no_leftovers) -> None:
     app, base = ports
-    proc = start_cli(
-        ["train", "--envs", "2", "--timesteps", "100000", "--n-steps", "256", "--models-dir", str(tmp_path / "m"),
-         "--app-port", str(app), "--base-port", str(base), "--runs-dir", str(tmp_path / "runs"), "--progress", "lines"],
-        cwd=tmp_path,
-    )
-    try:
+    args = ["train", "--envs", "2", "--timesteps", "100000", "--n-steps", "256", "--models-dir", str(tmp_path / "m"),
+            "--app-port", str(app), "--base-port", str(base), "--runs-dir", str(tmp_path / "runs"), "--progress", "lines"]
+    with cli_process(args, cwd=tmp_path) as proc:
         wait_for_line(proc, "Starting parallel training", timeout=120)
         time.sleep(2)
         tree = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
@@ -82,10 +79,6 @@ def test_sigkill_of_a_run_leaves_no_orphans(tmp_path: Path, ports, no_leftovers)
         assert browsers, "the run should have a browser among its descendants"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     deadline = time.monotonic() + 10
     alive = tree
     while alive and time.monotonic() < deadline:

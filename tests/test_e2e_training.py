@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from stable_baselines3 import PPO
 
-from tests.conftest import run_cli, start_cli, wait_for_line
+from tests.conftest import cli_process, run_cli, wait_for_line
 
 pytestmark = pytest.mark.browser
 
@@ -56,18 +56,11 @@ def test_second_run_resumes_the_newest_checkpoint_and_its_step_count(tmp_path: P
 
 def test_ctrl_c_saves_the_interrupted_checkpoint_and_leaves_nothing(tmp_path: Path, ports, no_leftovers) -> None:
     models = tmp_path / "models"
-    proc = start_cli(
-        ["train", "--envs", "2", "--timesteps", "1000000", "--n-steps", "128", "--models-dir", str(models), *_common(ports, tmp_path)],
-        cwd=tmp_path,
-    )
-    try:
+    args = ["train", "--envs", "2", "--timesteps", "1000000", "--n-steps", "128", "--models-dir", str(models), *_common(ports, tmp_path)]
+    with cli_process(args, cwd=tmp_path) as proc:
         wait_for_line(proc, "[Train]", timeout=120)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, out
     interrupted = models / "lunar_rover_ppo_interrupted.zip"
     assert interrupted.exists(), out
