@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 from orchestrator.config import DEFAULT_VEC_ENV, MAX_SIMS_PER_TAB, VEC_ENV_KINDS, RunConfig
+from training.outages import STRAGGLER_S
 
 EPILOG = """\
 examples:
@@ -68,6 +69,7 @@ def _add_page_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--browser", metavar="PATH", help="Chromium executable (default: Playwright's own if installed, else /usr/bin/chromium)")
     p.add_argument("--headed", action="store_true", help="show the browser windows (needs a display)")
     p.add_argument("--step-timeout", type=_positive_float, default=10.0, metavar="S", help="a tab that does not answer a step within S seconds is hung and replaced (default 10)")
+    p.add_argument("--straggler-grace", type=_positive_float, default=STRAGGLER_S, metavar="S", help=f"the other tabs wait at most S seconds for a slow, hung or failed tab, then step on while it gets frozen steps (its last observation, reward 0) until it answers or its replacement is ready (default {STRAGGLER_S:g})")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="also accept env connections from pages of this origin (e.g. http://127.0.0.1:4200); by default only the page URL's own origin may connect")
     p.add_argument("--connect-timeout", type=_positive_float, default=60.0, metavar="S", help="how long to wait for all tabs to connect at start (default 60)")
     _add_tab_options(p)
@@ -344,6 +346,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         base_port=args.base_port,
         app_port=args.app_port,
         step_timeout=args.step_timeout,
+        straggler_grace=args.straggler_grace,
         connect_timeout=args.connect_timeout,
         browser=args.browser,
         allow_origins=args.allow_origin,

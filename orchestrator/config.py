@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from training.outages import STRAGGLER_S
+
 DEFAULT_URL = "http://localhost:{app_port}/?wsPort={port}&maxSteps={max_steps}"
 # The embedded page also learns its seed, stage and run token from its URL.
 EMBEDDED_EXTRAS = "&seed={seed}&stage={stage}&token={token}"
@@ -37,6 +39,7 @@ class RunConfig:
     base_port: int = 8765
     app_port: int = 4200
     step_timeout: float = 10.0
+    straggler_grace: float = STRAGGLER_S  # the other tabs wait this long for a slow one (training/outages.py)
     connect_timeout: float = 60.0
     allow_origins: list[str] = field(default_factory=list)  # extra page origins allowed to connect
     browser: str | None = None

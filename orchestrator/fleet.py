@@ -66,6 +66,7 @@ class Fleet:
         self.events = events
         self.run_token = run_token
         self.health = {port: PortHealth(tab=i) for i, port in enumerate(ports)}
+        self.outages: list[dict[str, Any]] = []  # "outage" reports of the envs, in order
         self._loop = LoopThread("tab-pool")
         self.pool = TabPool(urls, ports, launch, pool_settings, on_event=events)
         self._transport: asyncio.DatagramTransport | None = None
@@ -185,6 +186,12 @@ class Fleet:
             self.events("refused", {"port": port, "reason": message.get("reason")})
         elif event == "restart_request":
             self.events("restart_request", {"tab": h.tab, "port": port}, echo=False)
+        elif event == "outage":
+            # The env's view of a tab that was slow or replaced: its frozen steps, and how long
+            # the other tabs waited for it (training/outages.py).
+            fields = {k: message.get(k) for k in ("cause", "seconds", "frozen_steps", "others_longest_wait_s")}
+            self.outages.append({"tab": h.tab, "port": port, **fields})
+            self.events("tab_outage", {"tab": h.tab, "port": port, **fields}, echo=False)
 
     def request_recycle(self, index: int, reason: str) -> None:
         """Replace tab `index` at its next episode boundary (the memory guard); from any thread."""
@@ -229,6 +236,16 @@ class Fleet:
         """An injected fault: recovery time is measured from this moment."""
         h = self.health[port]
         h.failed_at, h.failed_cause = time.time(), cause
+
+    def outage_summary(self) -> dict[str, Any]:
+        """Frozen steps and the other tabs' longest wait, over all outages of the run."""
+        waits = [float(o["others_longest_wait_s"] or 0.0) for o in self.outages]
+        return {
+            "count": len(self.outages),
+            "frozen_steps": sum(int(o["frozen_steps"] or 0) for o in self.outages),
+            "others_longest_wait_s": max(waits, default=0.0),
+            "longest_outage_s": max((float(o["seconds"] or 0.0) for o in self.outages), default=0.0),
+        }
 
     def recoveries(self) -> list[float]:
         return [s for h in self.health.values() for s in h.recoveries]

@@ -47,6 +47,10 @@ class RunSummary:
     tab_restarts: int = 0
     tab_failures_seen: int = 0
     worker_respawns: int = 0
+    # Steps in which a slow or replaced tab's envs stood still while the other tabs stepped on,
+    # and per run: outages, their frozen steps, the other tabs' longest wait (training/outages.py).
+    frozen_steps: int = 0
+    outages: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
     loaded_from: str | None = None
     checkpoint_loads: bool | None = None
@@ -129,6 +133,7 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
             origins=cfg.allowed_origins(urls[0]),
             vec_env=cfg.vec_env,
             sims_per_tab=cfg.sims_per_tab,
+            straggler_s=cfg.straggler_grace,
         )
         if cfg.sims_per_tab > 1:
             say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {env_settings.num_envs} environments for PPO "
@@ -159,12 +164,14 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
                     monitoring.finish(summary.status, {"ok": summary.ok, "error": summary.error, "fps": summary.fps})
             if venv is not None:
                 summary.worker_respawns = venv.respawns
+                summary.frozen_steps = venv.frozen_steps
                 venv.close()
             if fleet is not None:
                 summary.tab_restarts = sum(t.restarts for t in fleet.pool.tabs)
                 summary.tab_failures_seen = sum(h.failures for h in fleet.health.values())
                 summary.recovery_s = [round(s, 3) for s in fleet.recoveries()]
                 summary.page_restart_requests = events.counts.get("restart_request", 0)
+                summary.outages = fleet.outage_summary()
                 fleet.stop()
             if app is not None:
                 app.close()

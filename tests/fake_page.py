@@ -74,6 +74,8 @@ class FakePage:
     raw_frame: str | bytes = "{not json"
     close_after: int | None = None  # answer this many actions, then close the socket
     restart_after: int | None = None  # answer this many, then send a restart_request before the next state
+    slow_at: int | None = None  # answer this many actions, then wait slow_s before answering the next
+    slow_s: float = 1.0
     # how to connect
     token: str | None = None
     origin: str | None = None
@@ -251,6 +253,8 @@ class FakePage:
             self.steps_answered += 1
             await self.ws.send(self.raw_frame)
             return
+        if self.slow_at is not None and answered == self.slow_at:
+            await asyncio.sleep(self.slow_s)
         if self.restart_after is not None and answered == self.restart_after:
             await self.send_json({"type": "restart_request"})
         self.steps_answered += 1

@@ -33,8 +33,10 @@ class CountingEnv(gym.Env):
     """obs = [index, step in episode, episode]; reward index + step; episode of `episode_len` steps.
 
     With `fail_at`, the step with that number (counted over this instance's life) fails by
-    `mode`: 'raise' an exception, 'exit' the process, 'hang' forever. With `once_file`, only
-    the first instance to get there fails (the respawned one then works).
+    `mode`: 'raise' an exception, 'exit' the process, 'hang' forever, or 'tab' as `TabEnv` does
+    for a failed tab (a truncated step with `tab_failure`, then a reset that waits `reset_delay`
+    for the replacement page). With `once_file`, only the first instance to get there fails
+    (the respawned one then works).
     """
 
     metadata = {"render_modes": []}
@@ -48,6 +50,7 @@ class CountingEnv(gym.Env):
         once_file: str | None = None,
         fail_in_init: bool = False,
         init_delay: float = 0.0,
+        reset_delay: float = 0.0,
     ) -> None:
         time.sleep(init_delay)
         if fail_in_init:
@@ -59,12 +62,16 @@ class CountingEnv(gym.Env):
         self.steps_total = 0
         self.step_no = 0
         self.episode = -1
+        self.reset_delay = 0.0
+        self._reset_delay_after_failure = reset_delay
 
     def _obs(self) -> np.ndarray:
         return np.array([self.index, self.step_no, self.episode], dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        time.sleep(self.reset_delay)
+        self.reset_delay = 0.0
         self.episode += 1
         self.step_no = 0
         return self._obs(), {"pid": os.getpid(), "seed": seed}
@@ -78,6 +85,9 @@ class CountingEnv(gym.Env):
                 os._exit(1)
             if self.mode == "hang":
                 time.sleep(1000)
+            if self.mode == "tab":
+                self.reset_delay = self._reset_delay_after_failure
+                return self._obs(), 0.0, False, True, {"tab_failure": "crash", "pid": os.getpid()}
         self.step_no += 1
         terminated = self.step_no >= self.episode_len
         info = {"pid": os.getpid(), "action_sum": float(np.sum(action))}
@@ -216,7 +226,7 @@ def test_broken_worker_costs_its_episode_only(
 ) -> None:
     respawned = Respawns()
     venv = ResilientSubprocVecEnv(
-        [make(0), make(1, fail_at=5, mode=mode, once_file=str(tmp_path / "failed")), make(2)],
+        [make(0, episode_len=10**9), make(1, fail_at=5, mode=mode, once_file=str(tmp_path / "failed")), make(2, episode_len=10**9)],
         step_deadline_s=deadline_s,
         on_respawn=respawned,
     )
@@ -227,8 +237,21 @@ def test_broken_worker_costs_its_episode_only(
         old_pid = infos[1]["pid"]
         began = time.monotonic()
         obs, rewards, dones, infos = step(venv)  # env 1's worker fails on this step
+        others_steps = 1
+        while not dones[1]:
+            # A wedged worker is only known at its deadline: meanwhile it gets frozen steps (its
+            # last observation, reward 0) and the others step on.
+            assert infos[1] == {"tab_waiting": "slow"} and rewards[1] == 0.0 and obs[1].tolist() == [1, 4, 0]
+            assert time.monotonic() - began < deadline_s + 5
+            obs, rewards, dones, infos = step(venv)
+            others_steps += 1
         elapsed = time.monotonic() - began
         assert elapsed < deadline_s + 5
+        if mode == "hang":
+            assert elapsed >= deadline_s and others_steps > 1
+            assert venv.frozen_steps == others_steps - 1
+        else:
+            assert others_steps == 1 and venv.frozen_steps == 0  # known at once: no frozen step
         # the broken env: a truncated episode, bootstrapped from its last good observation
         assert dones[1] and rewards[1] == 0.0
         assert infos[1]["TimeLimit.truncated"] is True
@@ -237,15 +260,65 @@ def test_broken_worker_costs_its_episode_only(
         assert obs[1].tolist() == [1, 0, 0], "the next observation comes from a fresh env"
         # the others: untouched
         for i in (0, 2):
-            assert not dones[i] and obs[i].tolist() == [i, 5, 0] and rewards[i] == i + 5
+            n = 4 + others_steps
+            assert not dones[i] and obs[i].tolist() == [i, n, 0] and rewards[i] == i + n
             assert "worker_failure" not in infos[i]
         assert venv.respawns == 1
         assert respawned.calls == [(1, infos[1]["worker_failure"])]
         obs, _, dones, infos = step(venv, 3)
-        assert not dones.any() and obs[1].tolist() == [1, 3, 0] and obs[0].tolist() == [0, 8, 0]
+        assert not dones.any() and obs[1].tolist() == [1, 3, 0] and obs[0].tolist() == [0, 7 + others_steps, 0]
         assert infos[1]["pid"] != old_pid
         assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
         assert venv.respawns == 1
+    finally:
+        venv.close()
+
+
+def test_a_tab_being_replaced_gets_frozen_steps_at_once_and_the_others_step_on(no_leftover_workers: None) -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    venv = ResilientSubprocVecEnv(
+        [make(0, episode_len=10**9), make(1, fail_at=3, mode="tab", reset_delay=1.0)],
+        step_deadline_s=30,
+        straggler_s=5.0,  # longer than the replacement: the worker's notice must spare the others the grace
+        ports=[9001, 9002],
+        on_event=lambda kind, fields: events.append((kind, fields)),
+    )
+    try:
+        venv.reset()
+        step(venv, 2)
+        began = time.monotonic()
+        obs, rewards, dones, infos = step(venv)  # env 1's tab fails; its reset waits 1 s for the new page
+        assert time.monotonic() - began < 0.8
+        assert not dones.any() and infos[1] == {"tab_waiting": "crash"} and obs[1].tolist() == [1, 2, 0]
+        frozen = 1
+        while not dones[1]:
+            assert time.monotonic() - began < 10
+            obs, rewards, dones, infos = step(venv)
+            frozen += not dones[1]
+        assert infos[1]["tab_failure"] == "crash" and infos[1]["TimeLimit.truncated"] is True
+        assert obs[1].tolist() == [1, 0, 1] and infos[1]["terminal_observation"].tolist() == [1, 2, 0]
+        assert obs[0].tolist() == [0, 3 + frozen, 0]  # env 0 stepped at every vec step
+        assert frozen >= 2 and venv.frozen_steps == frozen
+        ((kind, outage),) = events
+        assert kind == "outage" and outage["port"] == 9002 and outage["cause"] == "crash"
+        assert outage["frozen_steps"] == frozen and outage["seconds"] >= 0.9 and outage["others_longest_wait_s"] < 0.8
+        venv.env_method("get_wrapper_attr", "episode")  # the pipes are in step again
+        obs, _, dones, _ = step(venv)
+        assert not dones.any() and obs[1].tolist() == [1, 1, 1]
+    finally:
+        venv.close()
+
+
+def test_an_env_method_during_an_outage_waits_for_the_answer_and_keeps_it(no_leftover_workers: None) -> None:
+    venv = ResilientSubprocVecEnv([make(0, episode_len=10**9), make(1, fail_at=2, mode="tab", reset_delay=0.6)], step_deadline_s=30)
+    try:
+        venv.reset()
+        step(venv)
+        _, _, dones, infos = step(venv)
+        assert infos[1] == {"tab_waiting": "crash"}
+        assert venv.get_attr("episode") == [0, 1]  # answered after the pending step (the reset is done)
+        obs, _, dones, infos = step(venv)  # the pending answer, kept for the trainer
+        assert dones[1] and infos[1]["tab_failure"] == "crash" and obs[1].tolist() == [1, 0, 1]
     finally:
         venv.close()
 
@@ -275,8 +348,11 @@ def test_close_leaves_no_child_process() -> None:
         [make(0), make(1, fail_at=2, mode="hang"), make(2)], step_deadline_s=2.0
     )
     venv.reset()
-    step(venv, 2)  # env 1 wedges and is replaced: one killed worker and three live ones
-    assert venv.respawns == 1
+    step(venv, 2)  # env 1 wedges (frozen steps until its deadline), then is replaced
+    deadline = time.monotonic() + 10
+    while venv.respawns == 0 and time.monotonic() < deadline:
+        step(venv)
+    assert venv.respawns == 1  # one killed worker and three live ones
     pids = [p.pid for p in venv.processes]
     assert all(p.is_alive() for p in venv.processes)
     assert set(pids) <= live_children() - before

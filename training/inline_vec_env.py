@@ -7,13 +7,18 @@ all replies concurrently, no pickling, no extra processes. A tab may run K simul
 (`sims`, URL parameter `sims=K` of the embedded page): it then answers one `step_batch`
 message per vec step for its K envs, and SB3 sees tabs x K envs.
 
-Failure semantics are TabEnv's, per tab: a tab that fails (hang, closed socket, garbage)
-ends the current episode of each of its K envs as a truncation, with the last good
-observation as `terminal_observation` and `TimeLimit.truncated` True (so PPO bootstraps),
-and `tab_failure` in the info; the vec step waits for the replacement page on the same port
-and returns its first observations. Other tabs keep their episodes. Only a port that stays
-empty past the connect deadline raises (`TabLost`). Infos carry Monitor's `episode` entry
-at every episode end, as `Monitor(TabEnv)` gives in the subprocess variant.
+Failure semantics, per tab: a tab that fails (hang, closed socket, garbage) ends the current
+episode of each of its K envs as a truncation, with the last good observation as
+`terminal_observation` and `TimeLimit.truncated` True (so PPO bootstraps), and `tab_failure` in
+the info; the envs' next observations come from the replacement page on the same port. Other
+tabs keep their episodes and never wait for the replacement: while a tab is being replaced, or
+is slower than the others by more than `straggler_s`, its envs get frozen steps (the last good
+observation again, reward 0, not done, `tab_waiting` in the info) and the other tabs step on.
+A slow tab that answers after all continues its episode (the actions given meanwhile are
+dropped); one that stays silent until the step deadline is a hang. A vec step always carries
+at least one tab's real step. Only a port that stays empty past the connect deadline raises
+(`TabLost`). Infos carry Monitor's `episode` entry at every episode end, as `Monitor(TabEnv)`
+gives in the subprocess variant.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from training.event_loop import LoopThread
 from training.health import HealthReporter
+from training.outages import STRAGGLER_S, OutageLog
 from training.protocol import OBS_SIZE
-from training.tab_env import FROZEN_CAUSES, FROZEN_MAX_S, FROZEN_STEP_S, action_space, observation_space
+from training.tab_env import action_space, observation_space
 from training.tab_link import LinkDeadlines, PageSettings, TabFailure, TabLink
 
 STEP_REPORT_INTERVAL_S = 1.0
+StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]
 
 
 class InlineVecEnv(VecEnv):
@@ -52,9 +59,13 @@ class InlineVecEnv(VecEnv):
         origins: list[str | None] | None = None,
         run_token: str = "",
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        straggler_s: float = STRAGGLER_S,
     ) -> None:
         if sims < 1:
             raise ValueError(f"sims must be at least 1, got {sims}")
+        if straggler_s <= 0:
+            raise ValueError(f"straggler_s must be positive, got {straggler_s}")
+        self.straggler_s = straggler_s
         self.render_mode = None
         self.ports = list(ports)
         self.sims = sims
@@ -100,11 +111,15 @@ class InlineVecEnv(VecEnv):
         self._future: Any = None
         self.waiting = False
         self.tab_failures = [0] * len(self._links)
-        # Tabs whose page is reconnecting after its own watchdog (the original app): failure, since.
-        # They get frozen steps meanwhile, as in TabEnv, so the other pages are not starved.
-        self._frozen: dict[int, tuple[TabFailure, float]] = {}
-        self.frozen_steps = 0
+        # Per tab, the step or replacement the trainer has not had the answer of yet (module docstring).
+        self._pending: dict[int, asyncio.Task[StepResult]] = {}
+        self._replacing: dict[int, str] = {}  # tab -> failure cause, while its replacement is awaited
+        self.outages = OutageLog(self._report)
         self.respawns = 0  # no worker processes to respawn (the subprocess variant's counter)
+
+    @property
+    def frozen_steps(self) -> int:
+        return self.outages.frozen_steps
 
     async def _start_all(self) -> None:
         started: list[TabLink] = []
@@ -118,6 +133,7 @@ class InlineVecEnv(VecEnv):
 
     # ---- VecEnv ------------------------------------------------------------------------
     def reset(self) -> VecEnvObs:
+        self._loop.run(self._settle_pending())
         k = self.sims
         for j, link in enumerate(self._links):
             seed = self._seeds[j * k]
@@ -134,11 +150,8 @@ class InlineVecEnv(VecEnv):
         return obs.copy()
 
     def step_async(self, actions: np.ndarray) -> None:
-        actions = np.asarray(actions)
-        self._future = asyncio.run_coroutine_threadsafe(
-            _all([self._step_link(j, actions[j * self.sims : (j + 1) * self.sims]) for j in range(len(self._links))]),
-            self._loop.loop,
-        )
+        self.outages.step_began()
+        self._future = asyncio.run_coroutine_threadsafe(self._step_all(np.asarray(actions)), self._loop.loop)
         self.waiting = True
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -166,7 +179,7 @@ class InlineVecEnv(VecEnv):
         try:
             if self._future is not None:
                 self._future.cancel()
-            self._loop.run(_all([link.close() for link in self._links], return_exceptions=True), timeout=15)
+            self._loop.run(self._close_all(), timeout=15)
         finally:
             self._loop.stop()
 
@@ -221,19 +234,85 @@ class InlineVecEnv(VecEnv):
         self._last_stepping[j] = time.monotonic()
         return obs, infos
 
-    async def _step_link(self, j: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    async def _step_all(self, actions: np.ndarray) -> list[StepResult]:
+        """One vec step: a new step for every tab not still out, then wait for the answers.
+
+        All tabs are waited for, except that a tab already out, or one slower than the first
+        answer by `straggler_s`, gets a frozen step; a failed tab gets frozen steps while its
+        replacement is awaited. At least one tab's real step is always waited for.
+        """
+        k = self.sims
+        fresh = [j for j in range(len(self._links)) if j not in self._pending]
+        for j in fresh:
+            self._pending[j] = asyncio.ensure_future(self._step_link(j, actions[j * k : (j + 1) * k]))
+        grace_end: float | None = None
+        while True:
+            self._start_replacements()
+            ready = [j for j, task in self._pending.items() if task.done()]
+            unsettled = [j for j in fresh if j in self._pending and not self._pending[j].done() and j not in self._replacing]
+            if ready and not unsettled:
+                break
+            if ready and grace_end is None:
+                grace_end = time.monotonic() + self.straggler_s
+            timeout = None if grace_end is None else grace_end - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                break
+            await asyncio.wait([t for t in self._pending.values() if not t.done()], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        results: list[StepResult] = []
+        back: list[int] = []
+        for j in range(len(self._links)):
+            task = self._pending[j]
+            if not task.done():
+                results.append(self._frozen_step(j))
+                continue
+            del self._pending[j]
+            self._replacing.pop(j, None)
+            try:
+                results.append(task.result())
+            except BaseException:
+                await self._settle_pending(cancel=True)
+                raise
+            back.append(j)
+        self.outages.step_ended(self.ports, back)
+        return results
+
+    def _start_replacements(self) -> None:
+        """Steps that failed become waits for the replacement page (the tab's failed step)."""
+        for j, task in list(self._pending.items()):
+            if task.done() and not task.cancelled() and isinstance(task.exception(), TabFailure):
+                failure = task.exception()
+                assert isinstance(failure, TabFailure)
+                self._on_failure(j, failure)
+                self._replacing[j] = failure.cause
+                self._pending[j] = asyncio.ensure_future(self._failed_step(j, failure))
+
+    def _frozen_step(self, j: int) -> StepResult:
+        """Tab j is slow or being replaced: its envs stay where they were, for this vec step."""
+        k = self.sims
+        cause = self._replacing.get(j, "slow")
+        self.outages.frozen(j, cause)
+        obs = self._last_obs[j * k : (j + 1) * k].copy()
+        return obs, np.zeros(k), np.zeros(k, dtype=bool), [{"tab_waiting": cause} for _ in range(k)]
+
+    async def _settle_pending(self, cancel: bool = False) -> None:
+        """Wait for (or cancel) the tabs' unanswered work, so the next reset starts clean."""
+        tasks = list(self._pending.values())
+        self._pending.clear()
+        self._replacing.clear()
+        for task in tasks:
+            if cancel:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close_all(self) -> None:
+        await self._settle_pending(cancel=True)
+        await _all([link.close() for link in self._links], return_exceptions=True)
+
+    async def _step_link(self, j: int, actions: np.ndarray) -> StepResult:
+        """One step of tab j; a TabFailure escapes (`_step_all` turns it into a replacement)."""
         link, k = self._links[j], self.sims
         span = slice(j * k, (j + 1) * k)
-        if j in self._frozen:
-            return await self._frozen_step(j)
-        try:
-            obs, rewards, dones, infos, firsts = await link.step_batch(actions)
-        except TabFailure as failure:
-            if failure.cause in FROZEN_CAUSES and k == 1:
-                self._on_failure(j, failure)
-                self._frozen[j] = (failure, time.monotonic())
-                return await self._frozen_step(j)
-            return await self._failed_step(j, failure)
+        obs, rewards, dones, infos, firsts = await link.step_batch(actions)
         self._steps[j] += k
         rewards = rewards.astype(np.float64, copy=False)
         self._returns[span] += rewards
@@ -267,25 +346,11 @@ class InlineVecEnv(VecEnv):
         self._last_obs[span] = obs
         return obs, rewards, dones, infos
 
-    async def _frozen_step(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        """A step that changes nothing while tab j's page reconnects (see TabEnv); then truncated."""
-        failure, since = self._frozen[j]
-        if await self._links[j].page_back(FROZEN_STEP_S) or time.monotonic() - since >= FROZEN_MAX_S:
-            del self._frozen[j]
-            return await self._failed_step(j, failure, reported=True)
+    async def _failed_step(self, j: int, failure: TabFailure) -> StepResult:
+        """The step tab j failed: its episodes end truncated at the last good observation, and the
+        next observations are the replacement page's (waited for here, while the others step)."""
         k = self.sims
         span = slice(j * k, (j + 1) * k)
-        self._lengths[span] += 1
-        self.frozen_steps += 1
-        return self._last_obs[span].copy(), np.zeros(k), np.zeros(k, dtype=bool), [{"tab_waiting": failure.cause} for _ in range(k)]
-
-    async def _failed_step(
-        self, j: int, failure: TabFailure, reported: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        k = self.sims
-        span = slice(j * k, (j + 1) * k)
-        if not reported:
-            self._on_failure(j, failure)
         terminal = self._last_obs[span].copy()
         self._lengths[span] += 1  # Monitor counts the cut-short step too
         infos: list[dict[str, Any]] = []

@@ -1,9 +1,14 @@
-"""SubprocVecEnv with deadlines and respawn: the second line of defence behind `TabEnv`.
+"""SubprocVecEnv with deadlines, respawn and frozen steps.
 
 `TabEnv` already turns tab failures into truncated steps. This class covers the worker
 process itself dying or wedging (an exception, an OOM kill): SB3's `SubprocVecEnv` would
 then raise `EOFError` or block forever. Here the broken worker is killed and started again
 on the same port, and its env reports a truncated step, like any other tab failure.
+
+It also keeps the other tabs stepping while one is slow or being replaced, as `InlineVecEnv`
+does: a worker that says its tab failed (it then waits for the replacement page in `reset`),
+or that answers `straggler_s` later than the first worker, gets frozen steps (its last
+observation, reward 0, not done) until its answer is in; no new action is sent to it meanwhile.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ import numpy as np
 from stable_baselines3.common.vec_env import SubprocVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnvObs, VecEnvStepReturn
 
+from training.outages import STRAGGLER_S, OutageLog
+
 ERROR = "__worker_error__"
+REPLACING = "__tab_replacing__"  # sent by a worker before it waits for a replacement page
 
 
 def _worker(remote: Connection, parent_remote: Connection, env_fn: CloudpickleWrapper) -> None:
@@ -48,6 +56,8 @@ def _worker(remote: Connection, parent_remote: Connection, env_fn: CloudpickleWr
                 reset_info: dict[str, Any] = {}
                 if done:
                     info["terminal_observation"] = observation
+                    if "tab_failure" in info:
+                        remote.send((REPLACING, str(info["tab_failure"])))
                     observation, reset_info = env.reset()
                 remote.send((observation, reward, done, info, reset_info))
             elif cmd == "reset":
@@ -82,7 +92,11 @@ def _worker(remote: Connection, parent_remote: Connection, env_fn: CloudpickleWr
 
 
 def _is_error(result: Any) -> bool:
-    return isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], str) and result[0] == ERROR
+    return _is_tagged(result, ERROR)
+
+
+def _is_tagged(result: Any, tag: str) -> bool:
+    return isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], str) and result[0] == tag
 
 
 class WorkerFailed(RuntimeError):
@@ -100,6 +114,9 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
         max_respawns: int = 20,
         on_respawn: Callable[[int, str], None] | None = None,
         start_method: str | None = None,
+        straggler_s: float = STRAGGLER_S,
+        ports: list[int] | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.waiting = False
         self.closed = False
@@ -109,6 +126,12 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
         self._max_respawns = max_respawns
         self._on_respawn = on_respawn or (lambda index, why: None)
         self.respawns = 0
+        self.straggler_s = straggler_s
+        self._ports = ports or list(range(len(env_fns)))  # names of the envs in outage reports
+        self.outages = OutageLog(on_event or (lambda kind, fields: None))
+        self._sent_at: dict[int, float] = {}  # workers with a step in flight, since when
+        self._replacing: dict[int, str] = {}  # of those, the ones waiting for a replacement page: cause
+        self._early: dict[int, Any] = {}  # step answers read outside step_wait (see _settle)
         self.remotes: list[Connection] = []
         self.processes: list[Any] = []
         for env_fn in env_fns:
@@ -150,44 +173,101 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
             raise WorkerFailed(f"env worker {index} raised:\n{result[1]}")
         return result
 
+    @property
+    def frozen_steps(self) -> int:
+        return self.outages.frozen_steps
+
     def step_async(self, actions: np.ndarray) -> None:
-        self._pending: dict[int, str] = {}
+        self.outages.step_began()
+        self._fresh: list[int] = []
+        self._broken: dict[int, str] = {}
         for index, (remote, action) in enumerate(zip(self.remotes, actions, strict=True)):
+            if index in self._sent_at:
+                continue  # still busy with an earlier step: it gets frozen steps (module docstring)
             try:
                 remote.send(("step", action))
             except (BrokenPipeError, OSError) as exc:
-                self._pending[index] = f"worker pipe broken ({exc})"
+                self._broken[index] = f"worker pipe broken ({exc})"
+                continue
+            self._sent_at[index] = time.monotonic()
+            self._fresh.append(index)
         self.waiting = True
 
     def step_wait(self) -> VecEnvStepReturn:
-        results: list[Any] = [None] * self.num_envs
-        failed = dict(self._pending)
-        waiting = {self.remotes[i]: i for i in range(self.num_envs) if i not in failed}
-        end = time.monotonic() + self._step_deadline_s
-        while waiting:
-            ready = wait(list(waiting), timeout=max(end - time.monotonic(), 0.0))
-            if not ready:
-                for index in waiting.values():
-                    failed[index] = f"no answer within {self._step_deadline_s:.0f} s (wedged)"
+        results: dict[int, Any] = dict(self._early)
+        self._early.clear()
+        failed = dict(self._broken)
+        grace_end: float | None = None
+        while True:
+            busy = [i for i in self._sent_at if i not in results and i not in failed]
+            unsettled = [i for i in self._fresh if i in busy and i not in self._replacing]
+            if not busy or ((results or failed) and not unsettled):
                 break
-            for remote in ready:
-                index = waiting.pop(remote)  # type: ignore[arg-type]
-                try:
-                    result = remote.recv()  # type: ignore[union-attr]
-                except (EOFError, OSError):
-                    failed[index] = f"worker process died (exit code {self.processes[index].exitcode})"
-                    continue
-                if _is_error(result):
-                    failed[index] = f"worker raised: {result[1].strip().splitlines()[-1]}"
-                    continue
-                results[index] = result
+            if (results or failed) and grace_end is None:
+                grace_end = time.monotonic() + self.straggler_s
+            now = time.monotonic()
+            wedged_at = min(self._sent_at[i] for i in busy) + self._step_deadline_s
+            end = wedged_at if grace_end is None else min(grace_end, wedged_at)
+            if grace_end is not None and now >= grace_end:
+                break
+            for remote in wait([self.remotes[i] for i in busy], timeout=max(end - now, 0.0)):
+                index = self.remotes.index(remote)  # type: ignore[arg-type]
+                self._read_answer(index, results, failed)
+            for index in busy:
+                if index not in results and time.monotonic() - self._sent_at[index] > self._step_deadline_s:
+                    failed[index] = f"no answer within {self._step_deadline_s:.0f} s (wedged)"
         self.waiting = False
         for index, why in failed.items():
             results[index] = self._respawn_and_truncate(index, why)
-        obs, rewards, dones, infos, self.reset_infos = zip(*results, strict=True)
+        answers: list[Any] = []
+        for index in range(self.num_envs):
+            if index in results:
+                self._sent_at.pop(index, None)
+                self._replacing.pop(index, None)
+                answers.append(results[index])
+            else:
+                cause = self._replacing.get(index, "slow")
+                self.outages.frozen(index, cause)
+                answers.append((self._last_obs[index], 0.0, False, {"tab_waiting": cause}, {}))
+        self.outages.step_ended(self._ports, sorted(results))
+        obs, rewards, dones, infos, self.reset_infos = zip(*answers, strict=True)
         for index, o in enumerate(obs):
             self._last_obs[index] = o
         return np.stack(obs), np.stack(rewards), np.stack(dones), infos  # type: ignore[return-value]
+
+    def _read_answer(self, index: int, results: dict[int, Any], failed: dict[int, str]) -> None:
+        """One message from a busy worker: its step's answer, its failure, or a replacement notice."""
+        try:
+            result = self.remotes[index].recv()
+        except (EOFError, OSError):
+            failed[index] = f"worker process died (exit code {self.processes[index].exitcode})"
+            return
+        if _is_tagged(result, REPLACING):
+            self._replacing[index] = result[1]
+            if self.remotes[index].poll(0):  # the replacement may be there already
+                self._read_answer(index, results, failed)
+        elif _is_error(result):
+            failed[index] = f"worker raised: {result[1].strip().splitlines()[-1]}"
+        else:
+            results[index] = result
+
+    def _settle(self) -> None:
+        """Read the answers of busy workers (before a reset or an env_method on the same pipe)."""
+        for index in list(self._sent_at):
+            if index in self._early:
+                continue
+            answer: dict[int, Any] = {}
+            failed: dict[int, str] = {}
+            while not answer and not failed:
+                left = self._sent_at[index] + self._step_deadline_s - time.monotonic()
+                if not self.remotes[index].poll(max(left, 0.0)):
+                    failed[index] = f"no answer within {self._step_deadline_s:.0f} s (wedged)"
+                    break
+                self._read_answer(index, answer, failed)
+            if failed:
+                self._early[index] = self._respawn_and_truncate(index, failed[index])
+            else:
+                self._early[index] = answer[index]
 
     def _respawn_and_truncate(self, index: int, why: str) -> tuple[Any, ...]:
         self.respawns += 1
@@ -202,6 +282,10 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
         return obs, 0.0, True, info, reset_info
 
     def reset(self) -> VecEnvObs:
+        self._settle()
+        self._early.clear()
+        self._sent_at.clear()
+        self._replacing.clear()
         for index, remote in enumerate(self.remotes):
             remote.send(("reset", (self._seeds[index], self._options[index])))
         results = [self._receive(index, self._step_deadline_s) for index in range(self.num_envs)]
@@ -212,6 +296,7 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
         return np.stack(obs)
 
     def _get_target_remotes(self, indices: Any) -> list[Any]:
+        self._settle()
         return [_DeadlineRemote(self, i) for i in self._get_indices(indices)]
 
     def _kill(self, index: int) -> None:

@@ -5,11 +5,10 @@ with the last good observation (so PPO bootstraps its value from it), and the ne
 waits for the replacement tab on the same port. Only a port that stays empty past the
 reconnect deadline raises (`TabLost`), because then there is nothing left to train on.
 
-One failure is different: the original rover app's own watchdog (a `restart_request`, then
-the page drops its socket and reconnects about 1 s later). Blocking while that page reconnects
-would starve every other page (SB3 steps all envs together) and trip their watchdogs in turn,
-an endless relay. So that episode goes on with "frozen" steps (the last good observation,
-reward 0, at the page's frame rate) until the page is back, and then ends truncated.
+The original rover app's own watchdog (a `restart_request`, then the page drops its socket and
+reconnects about 1 s later) is handled the same way: that episode ends truncated and the reset
+waits for the page to come back. The other tabs do not wait meanwhile: the vec envs give this
+env frozen steps until its reset is done (`training/outages.py`).
 """
 
 from __future__ import annotations
@@ -26,9 +25,6 @@ from training.protocol import ACTION_SIZE, OBS_SIZE
 from training.tab_link import LinkDeadlines, PageSettings, TabFailure, TabLink
 
 STEP_REPORT_INTERVAL_S = 1.0
-FROZEN_STEP_S = 1 / 30  # pace of frozen steps while a page reconnects after its watchdog
-FROZEN_CAUSES = {"watchdog"}  # failures after which the page comes back by itself within seconds
-FROZEN_MAX_S = 5.0  # a page not back by then is waited for in reset() (the pool replaces it)
 
 
 def observation_space() -> gym.spaces.Box:
@@ -73,9 +69,6 @@ class TabEnv(gym.Env):
         self._steps = 0
         self._last_report = time.monotonic()
         self.tab_failures = 0
-        self._frozen: TabFailure | None = None  # the failure a page is reconnecting from (docstring)
-        self._frozen_since = 0.0
-        self.frozen_steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -95,15 +88,10 @@ class TabEnv(gym.Env):
     def step(self, action: np.ndarray):
         if self._needs_reset:
             raise RuntimeError("step() called before reset() or after the episode ended")
-        if self._frozen is not None:
-            return self._frozen_step()
         try:
             obs, reward, done, info = self._loop.run(self._link.step(action))
         except TabFailure as failure:
             self._on_failure(failure)
-            if failure.cause in FROZEN_CAUSES:
-                self._frozen, self._frozen_since = failure, time.monotonic()
-                return self._frozen_step()
             self._needs_reset = True
             info = {"tab_failure": failure.cause, "tab_failure_detail": failure.detail}
             return self._last_obs.copy(), 0.0, False, True, info
@@ -117,19 +105,6 @@ class TabEnv(gym.Env):
         out_of_time = isinstance(length, (int, float)) and length >= self.settings.max_episode_steps
         timed_out = out_of_time and not info.get("collision_occurred", False)
         return obs, reward, not timed_out, timed_out, info
-
-    def _frozen_step(self):
-        """A step that changes nothing while the page reconnects; truncated once it is back."""
-        failure = self._frozen
-        assert failure is not None
-        back = self._loop.run(self._link.page_back(FROZEN_STEP_S))
-        if not back and time.monotonic() - self._frozen_since < FROZEN_MAX_S:
-            self.frozen_steps += 1
-            return self._last_obs.copy(), 0.0, False, False, {"tab_waiting": failure.cause}
-        self._frozen = None
-        self._needs_reset = True  # the next reset talks to the page that is back (or waits, then raises)
-        info = {"tab_failure": failure.cause, "tab_failure_detail": failure.detail}
-        return self._last_obs.copy(), 0.0, False, True, info
 
     def _on_failure(self, failure: TabFailure) -> None:
         self.tab_failures += 1

@@ -354,16 +354,6 @@ class TabLink:
         return "watchdog" if recent else otherwise
 
     # ---- internals ---------------------------------------------------------------------
-    async def page_back(self, timeout_s: float) -> bool:
-        """Whether a page is connected, waiting at most `timeout_s` for one (never raises)."""
-        if self._conn is not None:
-            return True
-        try:
-            await asyncio.wait_for(self._new_conn.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return self._conn is not None
-
     async def _wait_for_page(self) -> None:
         started = time.monotonic()
         self._on_event("waiting", {"port": self.port, "since": time.time()})

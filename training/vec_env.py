@@ -16,7 +16,9 @@ import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv
 
+from training.health import HealthReporter
 from training.inline_vec_env import InlineVecEnv
+from training.outages import STRAGGLER_S
 from training.subproc_vec_env import ResilientSubprocVecEnv
 from training.tab_env import TabEnv
 from training.tab_link import LinkDeadlines, PageSettings
@@ -33,6 +35,7 @@ class FleetEnvSettings:
     origins: list[str | None] | None = None
     vec_env: str = "subproc"  # VEC_ENV_KINDS
     sims_per_tab: int = 1  # > 1: inline only, the page URL must carry sims=K
+    straggler_s: float = STRAGGLER_S  # the others wait this long for a slow tab, then it gets frozen steps
 
     @property
     def num_envs(self) -> int:
@@ -72,9 +75,17 @@ def make_vec_env(
             token=settings.page_token,
             origins=settings.origins,
             run_token=settings.run_token,
+            straggler_s=settings.straggler_s,
         )
     if settings.sims_per_tab != 1:
         raise ValueError("several simulations per tab need the inline vec env (--vec-env inline)")
     fns = [functools.partial(make_tab_env, port, i, settings) for i, port in enumerate(settings.ports)]
     deadline = settings.deadlines.step_s * 2 + settings.deadlines.connect_s + 30
-    return ResilientSubprocVecEnv(fns, step_deadline_s=deadline, on_respawn=on_respawn)
+    return ResilientSubprocVecEnv(
+        fns,
+        step_deadline_s=deadline,
+        on_respawn=on_respawn,
+        straggler_s=settings.straggler_s,
+        ports=settings.ports,
+        on_event=HealthReporter(settings.health_port, settings.run_token),
+    )

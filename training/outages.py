@@ -1,0 +1,68 @@
+"""Frozen steps, measured: how long a tab was out and how long the other tabs waited for it.
+
+SB3 steps every env together, so one slow or failed tab would stall all the others. The vec
+envs give such a tab "frozen" steps instead (its last good observation, reward 0, not done)
+and let the other tabs step on. A tab is out from the first vec step it misses until its
+real answer (a late step, or the first observation of its replacement page) is handed to
+the trainer. For each outage this records the frozen steps and the longest vec step during
+it: the longest the other tabs waited (the straggler grace for a hang, a few ms otherwise).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+STRAGGLER_S = 0.5  # how long the other tabs wait for a slow tab before it gets frozen steps
+
+
+@dataclass
+class Outage:
+    cause: str
+    began: float
+    frozen_steps: int = 0
+    longest_step_s: float = 0.0
+
+
+class OutageLog:
+    def __init__(self, report: Callable[[str, dict[str, Any]], None]) -> None:
+        self._report = report
+        self._open: dict[int, Outage] = {}
+        self._step_began = time.monotonic()
+        self.frozen_steps = 0  # over the whole run, all tabs
+
+    def step_began(self) -> None:
+        self._step_began = time.monotonic()
+
+    def frozen(self, tab: int, cause: str) -> None:
+        """Tab `tab` got a frozen step in the vec step that is ending now."""
+        outage = self._open.setdefault(tab, Outage(cause, self._step_began))
+        if cause != "slow":
+            outage.cause = cause  # a slow tab that then hit its deadline is a hang
+        outage.frozen_steps += 1
+        self.frozen_steps += 1
+
+    def step_ended(self, ports: list[int], back: list[int]) -> None:
+        """Close the outages of the tabs in `back` (their real answer is in this vec step)."""
+        took = time.monotonic() - self._step_began
+        for outage in self._open.values():
+            outage.longest_step_s = max(outage.longest_step_s, took)
+        for tab in back:
+            outage = self._open.pop(tab, None)
+            if outage is None:
+                continue
+            self._report(
+                "outage",
+                {
+                    "port": ports[tab],
+                    "cause": outage.cause,
+                    "seconds": round(time.monotonic() - outage.began, 3),
+                    "frozen_steps": outage.frozen_steps,
+                    "others_longest_wait_s": round(outage.longest_step_s, 3),
+                },
+            )
+
+    def is_out(self, tab: int) -> bool:
+        return tab in self._open
