@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 
 from browser_pool.pool import TabPool
 
@@ -19,12 +20,17 @@ FLEET_FAULTS = ("browser", "driver")
 TRAINER_FAULTS = ("trainer",)  # injected by the orchestrator into its own process, not here
 KINDS = TAB_FAULTS + FLEET_FAULTS + TRAINER_FAULTS
 
+RENDERER_WAIT_S = 10.0  # a crash waits this long for a just-opened page's renderer to be known
 # The endless loop starts after evaluate returns, so the injecting call itself does not hang.
 HANG_SCRIPT = "setTimeout(() => { for (;;) {} }, 0)"
 
 
 async def inject(pool: TabPool, kind: str, tab: int) -> None:
     if kind == "crash":
+        # A page just (re)opened steps before its renderer is traced: give the trace a moment.
+        end = time.monotonic() + RENDERER_WAIT_S
+        while not pool.tabs[tab].renderer_pid and time.monotonic() < end:
+            await asyncio.sleep(0.1)
         pid = pool.tabs[tab].renderer_pid
         if not pid:
             raise RuntimeError(f"tab {tab + 1} has no known renderer process to kill")

@@ -259,6 +259,7 @@ class TabPool:
         assert self._context is not None and self._browser is not None
         tab.state = "loading"
         tab.opened_at = time.time()
+        tab.renderer_pid = None  # known again once the new page is traced (its env may step before)
         context = self._first_context if tab.index == 0 and self._first_context is not None else self._context
         page = await asyncio.wait_for(context.new_page(), self.settings.call_s)
         tab.page = page

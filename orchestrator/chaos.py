@@ -104,7 +104,7 @@ class ChaosMonkey:
 
     def finish(self) -> ChaosReport:
         current = self._current()
-        if current is not None and current.injected_at is not None and current.recovered_s is None:
+        if current is not None and current.injected_at is not None and current.recovered_s is None and current.error is None:
             self._check_recovered(current)
         report = ChaosReport(faults_planned=len(self.faults))
         for fault in self.faults:
@@ -113,7 +113,7 @@ class ChaosMonkey:
             if fault.injected_at is not None and fault.error is None:
                 kind["injected"] += 1
                 report.faults_injected += 1
-            if fault.recovered_s is not None:
+            if fault.recovered_s is not None and fault.error is None:
                 kind["recovered"] += 1
                 report.faults_recovered += 1
                 report.recovery_s.setdefault(fault.kind, []).append(round(fault.recovered_s, 3))

@@ -53,8 +53,16 @@ def test_a_tab_fault_costs_only_that_tab(kind: str, tmp_path: Path, ports, no_le
     other = 1 - hit
     replaced = {e["tab"] for e in events if e["event"] == "tab_replaced"}
     assert other not in replaced
-    # The other tab stepped on after the fault: its env reset no episode because of it, and
-    # training went on to the end.
+    # The other tab kept stepping during the recovery: every vec step of the faulted tab's outage
+    # (its frozen steps) was a real step of the other tab, which never waited longer than the
+    # straggler grace (0.5 s) plus the machine's noise, where waiting for a hang would be 3 s.
+    outages = [e for e in events if e["event"] == "tab_outage" and e["tab"] == hit and e["cause"] != "slow"]
+    assert outages, events
+    for outage in outages:
+        assert outage["frozen_steps"] >= 1
+        assert outage["others_longest_wait_s"] < 2.0, outage
+    assert verdict["frozen_steps"] >= sum(o["frozen_steps"] for o in outages)
+    assert verdict["outages"]["count"] >= len(outages)
     recovered = next(e for e in events if e["event"] == "chaos_recovered")
     assert recovered["seconds"] < (8 if kind == "hang" else 5)
 
