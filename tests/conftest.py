@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -121,3 +122,13 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> l
         if needle in line:
             return lines
     raise AssertionError(f"{needle!r} not seen within {timeout} s; output:\n{''.join(lines)}")
+
+
+def assert_frozen(done: bool, info: dict, cause: str | None, last_obs: np.ndarray | None = None) -> None:
+    """A frozen step (training/outages.py): a one-step truncation at the last good observation."""
+    assert done and info["TimeLimit.truncated"] is True, info
+    assert set(info) == {"tab_waiting", "TimeLimit.truncated", "terminal_observation"}, info
+    if cause is not None:
+        assert info["tab_waiting"] == cause, info
+    if last_obs is not None:
+        np.testing.assert_array_equal(info["terminal_observation"], last_obs)

@@ -39,9 +39,11 @@ def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic
         else:
             actions = rng.uniform(low, high, size=(venv.num_envs, *low.shape)).astype(np.float32)
         obs, rewards, dones, infos = venv.step(actions)
+        frozen = np.array(["tab_waiting" in info for info in infos])  # a slow or replaced tab's pause
+        dones = dones & ~frozen
         returns += rewards
-        lengths += 1
-        steps += venv.num_envs
+        lengths += ~frozen
+        steps += int((~frozen).sum())
         for i in np.flatnonzero(dones):
             if "tab_failure" not in infos[i] and "worker_failure" not in infos[i]:
                 finished.append((float(returns[i]), int(lengths[i])))

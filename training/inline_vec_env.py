@@ -13,7 +13,8 @@ episode of each of its K envs as a truncation, with the last good observation as
 the info; the envs' next observations come from the replacement page on the same port. Other
 tabs keep their episodes and never wait for the replacement: while a tab is being replaced, or
 is slower than the others by more than `straggler_s`, its envs get frozen steps (the last good
-observation again, reward 0, not done, `tab_waiting` in the info) and the other tabs step on.
+observation again, reward 0, each a one-step truncation: see training/outages.py) and the
+other tabs step on.
 A slow tab that answers after all continues its episode (the actions given meanwhile are
 dropped); one that stays silent until the step deadline is a hang. A vec step always carries
 at least one tab's real step. Only a port that stays empty past the connect deadline raises
@@ -37,7 +38,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from training.event_loop import LoopThread
 from training.health import HealthReporter
-from training.outages import STRAGGLER_S, OutageLog
+from training.outages import STRAGGLER_S, OutageLog, frozen_info
 from training.protocol import OBS_SIZE
 from training.tab_env import action_space, observation_space
 from training.tab_link import LinkDeadlines, PageSettings, TabFailure, TabLink
@@ -292,7 +293,7 @@ class InlineVecEnv(VecEnv):
         cause = self._replacing.get(j, "slow")
         self.outages.frozen(j, cause)
         obs = self._last_obs[j * k : (j + 1) * k].copy()
-        return obs, np.zeros(k), np.zeros(k, dtype=bool), [{"tab_waiting": cause} for _ in range(k)]
+        return obs, np.zeros(k), np.ones(k, dtype=bool), [frozen_info(cause, o) for o in obs]
 
     async def _settle_pending(self, cancel: bool = False) -> None:
         """Wait for (or cancel) the tabs' unanswered work, so the next reset starts clean."""

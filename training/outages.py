@@ -1,11 +1,18 @@
-"""Frozen steps, measured: how long a tab was out and how long the other tabs waited for it.
+"""Frozen steps: how the other tabs keep stepping while one tab is slow or being replaced.
 
 SB3 steps every env together, so one slow or failed tab would stall all the others. The vec
-envs give such a tab "frozen" steps instead (its last good observation, reward 0, not done)
-and let the other tabs step on. A tab is out from the first vec step it misses until its
-real answer (a late step, or the first observation of its replacement page) is handed to
-the trainer. For each outage this records the frozen steps and the longest vec step during
-it: the longest the other tabs waited (the straggler grace for a hang, a few ms otherwise).
+envs give such a tab "frozen" steps instead and let the other tabs step on. A frozen step
+repeats the tab's last good observation with reward 0, as a one-step truncation (done, with
+`TimeLimit.truncated` and that observation as `terminal_observation`, and `tab_waiting` in the
+info): PPO then bootstraps each one on its own, so its advantage is only (gamma - 1) V(s) and
+its value target gamma V(s), instead of a chain of zero rewards through the real episode. The
+actions are sampled from the policy at that one state, so a constant advantage there adds no
+expected policy gradient. Episode statistics skip them (they carry no `episode` entry).
+
+A tab is out from the first vec step it misses until its real answer (a late step, or the
+first observation of its replacement page) is handed to the trainer. For each outage this
+records the frozen steps and the longest vec step during it: the longest the other tabs
+waited (the straggler grace for a hang, a few ms otherwise).
 """
 
 from __future__ import annotations
@@ -15,7 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 STRAGGLER_S = 0.5  # how long the other tabs wait for a slow tab before it gets frozen steps
+
+
+def frozen_info(cause: str, observation: np.ndarray) -> dict[str, Any]:
+    """The info of a frozen step (module docstring); `cause` is "slow" or the tab's failure."""
+    return {"tab_waiting": cause, "TimeLimit.truncated": True, "terminal_observation": observation}
 
 
 @dataclass

@@ -8,7 +8,8 @@ on the same port, and its env reports a truncated step, like any other tab failu
 It also keeps the other tabs stepping while one is slow or being replaced, as `InlineVecEnv`
 does: a worker that says its tab failed (it then waits for the replacement page in `reset`),
 or that answers `straggler_s` later than the first worker, gets frozen steps (its last
-observation, reward 0, not done) until its answer is in; no new action is sent to it meanwhile.
+observation, reward 0: see training/outages.py) until its answer is in; no new action is sent
+to it meanwhile.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import SubprocVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnvObs, VecEnvStepReturn
 
-from training.outages import STRAGGLER_S, OutageLog
+from training.outages import STRAGGLER_S, OutageLog, frozen_info
 
 ERROR = "__worker_error__"
 REPLACING = "__tab_replacing__"  # sent by a worker before it waits for a replacement page
@@ -228,7 +229,7 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
             else:
                 cause = self._replacing.get(index, "slow")
                 self.outages.frozen(index, cause)
-                answers.append((self._last_obs[index], 0.0, False, {"tab_waiting": cause}, {}))
+                answers.append((self._last_obs[index], 0.0, True, frozen_info(cause, self._last_obs[index]), {}))
         self.outages.step_ended(self._ports, sorted(results))
         obs, rewards, dones, infos, self.reset_infos = zip(*answers, strict=True)
         for index, o in enumerate(obs):

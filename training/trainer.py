@@ -261,7 +261,7 @@ class RunStats(BaseCallback):
             return False
         infos: list[dict[str, Any]] = self.locals.get("infos", [])
         for done, info in zip(self.locals.get("dones", []), infos, strict=False):
-            if not done:
+            if not done or "tab_waiting" in info:  # a frozen step (training/outages.py)
                 continue
             if "tab_failure" in info or "worker_failure" in info:
                 self.tab_failures += 1
