@@ -352,17 +352,18 @@ class TabPool:
 
     def request_recycle(self, index: int, reason: str) -> None:
         """Ask for a working tab to be replaced at its next episode boundary (e.g. over its memory
-        limit). The orchestrator calls `recycle` when the tab's env next reports a reset."""
+        limit). The orchestrator passes this on to the tab's env, and calls `recycle` when the env
+        has ended an episode and waits for the new page."""
         tab = self.tabs[index]
         if tab.recycle_reason is None and not self._closing:
             tab.recycle_reason = reason
             self._emit("tab_recycle_requested", {"tab": index, "port": tab.port, "reason": reason})
 
-    async def recycle(self, index: int) -> None:
-        """Replace a tab on purpose, as `request_recycle` asked: no failure counted, no backoff."""
+    async def recycle(self, index: int, reason: str) -> None:
+        """Replace a tab on purpose, its env waiting for the new page: no failure, no backoff."""
         tab = self.tabs[index]
-        reason, tab.recycle_reason = tab.recycle_reason, None
-        if reason is None or self._closing or self.fatal:
+        tab.recycle_reason = None
+        if self._closing:
             return
         async with tab.lock:
             tab.state = "restarting"

@@ -26,8 +26,9 @@ REPLACE_NOW = {"hang", "crash"}
 # it closes its socket and reconnects) and a page that came back by itself between two steps.
 # They cost the episode but never count toward the circuit breaker.
 PAGE_RESTARTS = {"watchdog", "page_reconnected"}
-# An env's failure within this long after its tab was recycled on purpose is that recycle.
-RECYCLE_GRACE_S = 60.0
+# A recycle request the env has not acted on is sent again after this long (a respawned worker
+# has a new socket; a datagram may be lost).
+RECYCLE_ASK_AGAIN_S = 10.0
 
 
 @dataclass
@@ -43,7 +44,8 @@ class PortHealth:
     stepping_at: float = 0.0  # wall clock of the latest reset against a live page
     failures: int = 0
     recoveries: list[float] = field(default_factory=list)
-    recycling_since: float | None = None  # wall clock of a recycle the env has not stepped past yet
+    reporter: Any = None  # the env's health socket address, where recycle requests go
+    recycle_asked_at: float | None = None  # wall clock of the recycle request the env has not acted on
     opened_seen: float = 0.0  # the tab's opened_at when steps_at_open was taken
     steps_at_open: int = 0  # the env's step count when its current tab opened
 
@@ -127,13 +129,13 @@ class Fleet:
 
         class Protocol(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: Any) -> None:
-                fleet._on_datagram(data)
+                fleet._on_datagram(data, addr)
 
         transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
         self._transport = transport  # type: ignore[assignment]
         return int(transport.get_extra_info("sockname")[1])
 
-    def _on_datagram(self, data: bytes) -> None:
+    def _on_datagram(self, data: bytes, addr: Any = None) -> None:
         try:
             message = json.loads(data)
             port = int(message["port"])
@@ -142,6 +144,7 @@ class Fleet:
         if message.get("token") != self.run_token or port not in self.health:
             return
         h = self.health[port]
+        h.reporter = addr or h.reporter
         event, now = message.get("event"), time.time()
         if event == "connected":
             h.connected = h.ever_connected = True
@@ -149,7 +152,6 @@ class Fleet:
             h.connected = h.ever_connected = True
             h.stepping_at = now
             self._recycle_if_due(h)
-            self._recycle_at_boundary(h, float(message.get("time", now)))
             if h.failed_at is not None:
                 seconds = now - h.failed_at
                 h.recoveries.append(seconds)
@@ -158,10 +160,6 @@ class Fleet:
         elif event == "failed":
             cause = str(message.get("cause"))
             h.connected = False
-            if h.recycling_since is not None and float(message.get("time", now)) >= h.recycling_since:
-                # Our own recycle closed the page under the env: not a failure of the tab.
-                self.events("env_saw_recycle", {"tab": h.tab, "port": port, "cause": cause}, echo=False)
-                return
             h.failures += 1
             if h.failed_at is None:
                 h.failed_at, h.failed_cause = float(message.get("time", now)), cause
@@ -182,6 +180,13 @@ class Fleet:
             if h.steps_at and steps > h.steps:
                 h.steps_per_s = (steps - h.steps) / max(now - h.steps_at, 1e-6)
             h.steps, h.steps_at = steps, now
+            self._recycle_if_due(h)
+        elif event == "recycle_ready":
+            # The env ended an episode and waits for the new page instead of resetting the old one.
+            h.recycle_asked_at = None
+            tab = self.pool.tabs[h.tab]
+            reason, tab.recycle_reason = tab.recycle_reason or "asked again by its env", None
+            self._loop.loop.create_task(self.pool.recycle(h.tab, reason))
         elif event == "refused":
             self.events("refused", {"port": port, "reason": message.get("reason")})
         elif event == "restart_request":
@@ -192,6 +197,18 @@ class Fleet:
             fields = {k: message.get(k) for k in ("cause", "seconds", "frozen_steps", "others_longest_wait_s")}
             self.outages.append({"tab": h.tab, "port": port, **fields})
             self.events("tab_outage", {"tab": h.tab, "port": port, **fields}, echo=False)
+        self._ask_env_to_recycle(h, port)
+
+    def _ask_env_to_recycle(self, h: PortHealth, port: int) -> None:
+        """Tell the env of a tab due for recycling to swap it at its next episode boundary."""
+        now = time.time()
+        if self.pool.tabs[h.tab].recycle_reason is None or h.reporter is None or self._transport is None:
+            return
+        if h.recycle_asked_at is not None and now - h.recycle_asked_at < RECYCLE_ASK_AGAIN_S:
+            return
+        h.recycle_asked_at = now
+        request = {"token": self.run_token, "event": "recycle", "port": port}
+        self._transport.sendto(json.dumps(request).encode(), h.reporter)
 
     def request_recycle(self, index: int, reason: str) -> None:
         """Replace tab `index` at its next episode boundary (the memory guard); from any thread."""
@@ -209,21 +226,6 @@ class Fleet:
             reason = f"{h.steps - h.steps_at_open:,} steps since it opened"
         if reason and tab.recycle_reason is None:
             self.pool.request_recycle(h.tab, reason)
-
-    def _recycle_at_boundary(self, h: PortHealth, reset_at: float) -> None:
-        """On an env's reset: start a requested recycle, or note that the env is past one.
-
-        The boundary is approximate: the env has already reset against the old page, so the first
-        step of its new episode comes back truncated and the env resets again on the new page.
-        """
-        tab = self.pool.tabs[h.tab]
-        if h.recycling_since is not None and (
-            reset_at > tab.opened_at > h.recycling_since or reset_at - h.recycling_since > RECYCLE_GRACE_S
-        ):
-            h.recycling_since = None  # this reset was against the new page
-        if tab.recycle_reason is not None and h.recycling_since is None:
-            h.recycling_since = reset_at
-            self._loop.loop.create_task(self.pool.recycle(h.tab))
 
     def _replace_if_still_gone(self, port: int, failed_at: float, counted: bool = True) -> None:
         h = self.health[port]

@@ -46,6 +46,7 @@ class RunSummary:
     fps: float = 0.0
     tab_restarts: int = 0
     tab_failures_seen: int = 0
+    episodes_cut_by_failures: int = 0  # episodes the trainer saw end truncated by a tab or worker failure
     worker_respawns: int = 0
     # Steps in which a slow or replaced tab's envs stood still while the other tabs stepped on,
     # and per run: outages, their frozen steps, the other tabs' longest wait (training/outages.py).
@@ -251,6 +252,7 @@ def _fill(summary: RunSummary, result: TrainResult) -> None:
     summary.timesteps = result.timesteps
     summary.start_timesteps = result.start_timesteps
     summary.episodes = result.episodes
+    summary.episodes_cut_by_failures = result.tab_failures
     summary.fps = round(result.fps, 1)
     summary.checkpoint = str(result.checkpoint) if result.checkpoint else None
     summary.loaded_from = str(result.loaded_from) if result.loaded_from else None

@@ -307,7 +307,8 @@ class PageThread:
         if self._thread.is_alive() and self._task is not None:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # never started: nothing to wait for
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> PageThread:
         return self.start()

@@ -62,6 +62,7 @@ def test_a_tab_fault_costs_only_that_tab(kind: str, tmp_path: Path, ports, no_le
         assert outage["frozen_steps"] >= 1
         assert outage["others_longest_wait_s"] < 2.0, outage
     assert verdict["frozen_steps"] >= sum(o["frozen_steps"] for o in outages)
+    assert verdict["episodes_cut_by_failures"] >= 1  # the faulted tab's episode, truncated
     assert verdict["outages"]["count"] >= len(outages)
     recovered = next(e for e in events if e["event"] == "chaos_recovered")
     assert recovered["seconds"] < (8 if kind == "hang" else 5)
@@ -110,4 +111,10 @@ def test_tabs_are_recycled_after_k_steps_at_an_episode_boundary_without_a_failur
     recycled = [e for e in events if e["event"] == "tab_replaced" and e.get("cause") == "recycle"]
     assert {e["tab"] for e in recycled} == {0, 1}, "each tab passes 600 steps of its own and is recycled"
     assert verdict["tab_failures_seen"] == 0, "a planned recycle is not a failure"
-    assert not [e for e in events if e["event"] == "tab_failed"]
+    assert not [e for e in events if e["event"] in ("tab_failed", "env_saw_failure")]
+    # No step lost: the envs saw no truncation by a failure, only whole episodes, and the swap
+    # happened between two episodes while the other tab stepped on (frozen steps of the recycled one).
+    assert verdict["episodes_cut_by_failures"] == 0 and verdict["episodes"] > 0
+    recycles = [e for e in events if e["event"] == "tab_outage" and e["cause"] == "recycle"]
+    assert {e["tab"] for e in recycles} == {0, 1}
+    assert all(e["others_longest_wait_s"] < 2.0 for e in recycles), recycles

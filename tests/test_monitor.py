@@ -295,12 +295,18 @@ def test_memory_guard_replaces_the_tab_over_its_limit_at_its_next_reset(tmp_path
         assert pool.tabs[0].recycle_reason and pool.tabs[1].recycle_reason is None
         assert pool.tabs[0].restarts == 0, "nothing happens before the tab's next episode boundary"
 
-        envs[0].reset()  # the boundary: its env reports the reset, the fleet recycles the tab
-        info = _step_until_failure(envs[0])
-        assert info["tab_failure"]  # the short episode the recycle cut
-        envs[0].reset()  # on the fresh page
+        envs[0].reset()  # its env reports the reset; the fleet asks it to recycle at its next boundary
+        action = np.zeros(3, dtype=np.float32)
+        for _ in range(400):  # the episode runs to its end on the old page
+            _, _, terminated, truncated, info = envs[0].step(action)
+            assert "tab_failure" not in info
+            if terminated or truncated:
+                break
+        assert terminated or truncated
+        envs[0].reset()  # the boundary: the fleet swaps the page, the env waits for the new one
         for _ in range(10):
-            envs[0].step(np.zeros(3, dtype=np.float32))
+            _, _, _, _, info = envs[0].step(action)
+            assert "tab_failure" not in info
         deadline = time.monotonic() + 30  # the new page may connect before its renderer is traced
         while pool.tabs[0].restarts < 1 and time.monotonic() < deadline:
             time.sleep(0.05)

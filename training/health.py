@@ -4,6 +4,10 @@ Fire-and-forget JSON datagrams on loopback, so a worker in any process can repor
 blocking a step and without knowing anything of Playwright. The orchestrator listens and
 asks the pool to replace a tab. One datagram per event:
 `{"token": ..., "port": 8765, "event": "failed"|"connected"|"waiting"|"steps"|..., ...}`.
+
+The orchestrator answers on the same socket with one request: `{"event": "recycle", "port": P}`,
+replace that tab at its next episode boundary. The env then reports `recycle_ready` instead of
+resetting the old page, and waits for the new one: no step is lost.
 """
 
 from __future__ import annotations
@@ -26,9 +30,24 @@ class HealthReporter:
             return
         if self._sock is None:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
         payload = {"token": self._token, "event": event, "time": time.time(), **fields}
         with contextlib.suppress(OSError):  # nobody listening (a bare env in a test): health is advisory
             self._sock.sendto(json.dumps(payload).encode(), self._address)
+
+    def recycle_requests(self) -> set[int]:
+        """Ports the orchestrator asked to recycle since the last call (never blocks)."""
+        ports: set[int] = set()
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:  # nothing more (BlockingIOError) or no socket to read
+                break
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                message = json.loads(data)
+                if message.get("token") == self._token and message.get("event") == "recycle":
+                    ports.add(int(message["port"]))
+        return ports
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_address": self._address, "_token": self._token, "_sock": None}

@@ -72,7 +72,8 @@ class InlineVecEnv(VecEnv):
         self.sims = sims
         base = settings or PageSettings()
         self.max_episode_steps = base.max_episode_steps
-        health = HealthReporter(health_port, run_token)
+        health = self._health = HealthReporter(health_port, run_token)
+        self._recycle_ports: set[int] = set()  # asked to recycle at the next episode boundary
         if on_event is None:
             self._report: Callable[[str, dict[str, Any]], None] = health
         else:
@@ -115,6 +116,7 @@ class InlineVecEnv(VecEnv):
         # Per tab, the step or replacement the trainer has not had the answer of yet (module docstring).
         self._pending: dict[int, asyncio.Task[StepResult]] = {}
         self._replacing: dict[int, str] = {}  # tab -> failure cause, while its replacement is awaited
+        self._recycling: set[int] = set()  # tabs whose episodes ended for a recycle: new page next
         self.outages = OutageLog(self._report)
         self.respawns = 0  # no worker processes to respawn (the subprocess variant's counter)
 
@@ -274,6 +276,10 @@ class InlineVecEnv(VecEnv):
                 await self._settle_pending(cancel=True)
                 raise
             back.append(j)
+            if j in self._recycling:
+                self._recycling.discard(j)
+                self._replacing[j] = "recycle"
+                self._pending[j] = asyncio.ensure_future(self._recycled_reset(j))
         self.outages.step_ended(self.ports, back)
         return results
 
@@ -300,6 +306,7 @@ class InlineVecEnv(VecEnv):
         tasks = list(self._pending.values())
         self._pending.clear()
         self._replacing.clear()
+        self._recycling.clear()
         for task in tasks:
             if cancel:
                 task.cancel()
@@ -325,20 +332,35 @@ class InlineVecEnv(VecEnv):
             self._last_obs[span] = obs
             return obs, rewards, dones, infos
         obs = obs.copy()
+        cut = np.zeros(k, dtype=bool)
+        recycle = self._recycle_asked(j)
+        if recycle and k > 1:
+            # A page of K simulations has no common episode boundary: the first episode end is
+            # the tab's, and its simulations still running end truncated, bootstrapped.
+            cut, dones = ~dones, np.ones(k, dtype=bool)
+            firsts = [None] * k
         for i in np.flatnonzero(dones):
             info = infos[i]
             # The page says done for both ends; running out of steps is a truncation.
             out_of_time = int(info.get("episode_length", 0)) >= link.settings.max_episode_steps
-            info["TimeLimit.truncated"] = out_of_time and not info.get("collision_occurred", False)
+            info["TimeLimit.truncated"] = bool(cut[i]) or (out_of_time and not info.get("collision_occurred", False))
             info["terminal_observation"] = obs[i].copy()
             info["episode"] = self._episode(j * k + i)
             first = firsts[i]
             if first is not None:
                 obs[i] = first
-        if k == 1:
+        if recycle:
+            # The episode ends are handed over now; the new page's first observations come with
+            # a frozen step once it is there (`_recycled_reset`), the other tabs stepping on.
+            self._recycle_ports.discard(link.port)
+            self._recycling.add(j)
+            self._report("recycle_ready", {"port": link.port})
+            for info in infos:
+                info["tab_recycling"] = True
+        elif firsts[0] is None and dones.all():
             # The original protocol: the page waits for a reset_request after an episode.
             first_obs, _ = await self._reset_link(j)
-            obs[0] = first_obs[0]
+            obs[:] = first_obs
         elif time.monotonic() - self._last_stepping[j] >= STEP_REPORT_INTERVAL_S:
             # The page reset a simulation itself: an episode boundary against a live page (where
             # the fleet may recycle the tab), reported at most once a second per tab.
@@ -379,6 +401,22 @@ class InlineVecEnv(VecEnv):
         self._returns[index] = 0.0
         self._lengths[index] = 0
         return episode
+
+    def _recycle_asked(self, j: int) -> bool:
+        """Whether the orchestrator asked to recycle tab j (health.py)."""
+        self._recycle_ports |= self._health.recycle_requests()
+        return self.ports[j] in self._recycle_ports
+
+    async def _recycled_reset(self, j: int) -> StepResult:
+        """After a recycled tab's episode ends: wait for the new page, start its episodes (a frozen
+        step at the terminal observations, whose next observations are the new page's)."""
+        k = self.sims
+        span = slice(j * k, (j + 1) * k)
+        terminal = self._last_obs[span].copy()
+        await self._links[j].next_page()
+        obs, _ = await self._reset_link(j)
+        self._last_obs[span] = obs
+        return obs, np.zeros(k), np.ones(k, dtype=bool), [frozen_info("recycle", t) for t in terminal]
 
     def _on_failure(self, j: int, failure: TabFailure) -> None:
         self.tab_failures[j] += 1

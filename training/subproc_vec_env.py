@@ -33,6 +33,7 @@ from training.outages import STRAGGLER_S, OutageLog, frozen_info
 
 ERROR = "__worker_error__"
 REPLACING = "__tab_replacing__"  # sent by a worker before it waits for a replacement page
+RESET_DONE = "__reset_done__"  # the first observation of a recycled tab's new page, after its episode end
 
 
 def _worker(remote: Connection, parent_remote: Connection, env_fn: CloudpickleWrapper) -> None:
@@ -57,6 +58,12 @@ def _worker(remote: Connection, parent_remote: Connection, env_fn: CloudpickleWr
                 reset_info: dict[str, Any] = {}
                 if done:
                     info["terminal_observation"] = observation
+                    if getattr(env.unwrapped, "recycle_due", lambda: False)():
+                        # The whole episode now; the new page's first observation when it is there.
+                        info["tab_recycling"] = True
+                        remote.send((observation, reward, done, info, {}))
+                        remote.send((RESET_DONE, env.reset()))
+                        continue
                     if "tab_failure" in info:
                         remote.send((REPLACING, str(info["tab_failure"])))
                     observation, reset_info = env.reset()
@@ -225,6 +232,8 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
             if index in results:
                 self._sent_at.pop(index, None)
                 self._replacing.pop(index, None)
+                if results[index][3].get("tab_recycling"):  # its new page's first observation follows
+                    self._sent_at[index], self._replacing[index] = time.monotonic(), "recycle"
                 answers.append(results[index])
             else:
                 cause = self._replacing.get(index, "slow")
@@ -243,7 +252,10 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
         except (EOFError, OSError):
             failed[index] = f"worker process died (exit code {self.processes[index].exitcode})"
             return
-        if _is_tagged(result, REPLACING):
+        if _is_tagged(result, RESET_DONE):
+            observation, reset_info = result[1]
+            results[index] = (observation, 0.0, True, frozen_info("recycle", self._last_obs[index]), reset_info)
+        elif _is_tagged(result, REPLACING):
             self._replacing[index] = result[1]
             if self.remotes[index].poll(0):  # the replacement may be there already
                 self._read_answer(index, results, failed)

@@ -69,11 +69,19 @@ class TabEnv(gym.Env):
         self._steps = 0
         self._last_report = time.monotonic()
         self.tab_failures = 0
+        self._at_boundary = False  # the last episode ended by itself (not by a tab failure)
+        self._recycle_asked = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if seed is not None:
             self._link.request_seed(int(seed))
+        if self.recycle_due():
+            # The orchestrator swaps the page now, between two episodes: no step is lost.
+            self._recycle_asked = False
+            self._report("recycle_ready", {"port": self.port})
+            self._loop.run(self._link.next_page())
+        self._at_boundary = False
         while True:
             try:
                 obs, info = self._loop.run(self._link.reset())
@@ -100,11 +108,17 @@ class TabEnv(gym.Env):
         if not done:
             return obs, reward, False, False, info
         self._needs_reset = True
+        self._at_boundary = True
         # The page says done for both ends; running out of steps is a truncation, not a terminal state.
         length = info.get("episode_length")
         out_of_time = isinstance(length, (int, float)) and length >= self.settings.max_episode_steps
         timed_out = out_of_time and not info.get("collision_occurred", False)
         return obs, reward, not timed_out, timed_out, info
+
+    def recycle_due(self) -> bool:
+        """Whether the next reset swaps the page: the orchestrator asked, and an episode just ended."""
+        self._recycle_asked |= self.port in self._report.recycle_requests()
+        return self._recycle_asked and self._at_boundary
 
     def _on_failure(self, failure: TabFailure) -> None:
         self.tab_failures += 1

@@ -354,6 +354,20 @@ class TabLink:
         return "watchdog" if recent else otherwise
 
     # ---- internals ---------------------------------------------------------------------
+    async def next_page(self) -> None:
+        """Wait for another page than the current one (the pool is swapping it for a recycle)."""
+        old = self._conn
+        end = time.monotonic() + self.deadlines.connect_s
+        while self._conn is old:
+            self._new_conn.clear()
+            try:
+                await asyncio.wait_for(self._new_conn.wait(), max(end - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise TabLost(
+                    f"no new page connected to port {self.port} within {self.deadlines.connect_s:.0f} s "
+                    "after its tab was recycled"
+                ) from None
+
     async def _wait_for_page(self) -> None:
         started = time.monotonic()
         self._on_event("waiting", {"port": self.port, "since": time.time()})
