@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,11 @@ class PoolSettings:
     navigation_s: float = 30.0
     breaker_failures: int = 10  # more failures than this of one tab within the window stop the run
     breaker_window_s: float = 600.0
+    # Delay before replacing a tab, by its failures within backoff_window_s: a page that crashes
+    # again right after it opens is not reopened in a tight loop, one that fails now and then is
+    # replaced at once.
     backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+    backoff_window_s: float = 60.0
     connect_click: str | None = None  # selector (or text=...) to click after loading, for click-to-connect pages
     init_script: str | None = None  # JS run before the page's own scripts, with {port}, {env_id} filled in
     recycle_steps: int = 0  # replace a tab after this many steps, at an episode boundary (0: never)
@@ -329,7 +333,7 @@ class TabPool:
                 self.record_failure(index, cause)
             tab.state = "restarting"
             self._emit("tab_failed", {"tab": index, "port": tab.port, "cause": cause, "detail": detail})
-            delay = self.settings.backoff_s[min(max(len(tab.failures) - 1, 0), len(self.settings.backoff_s) - 1)]
+            delay = backoff_delay(tab.failures, time.time(), self.settings)
             if delay:
                 await asyncio.sleep(delay)
             await self._swap_page(tab, cause, detail, started)
@@ -462,3 +466,9 @@ class TabPool:
 def _log_task_error(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("pool task failed: %r", task.exception())
+
+
+def backoff_delay(failures: Sequence[float], now: float, settings: PoolSettings) -> float:
+    """Seconds to wait before replacing a tab whose failures (wall clock, the latest included) are given."""
+    recent = sum(1 for t in failures if t >= now - settings.backoff_window_s)
+    return settings.backoff_s[min(max(recent - 1, 0), len(settings.backoff_s) - 1)]
