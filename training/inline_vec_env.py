@@ -260,7 +260,10 @@ class InlineVecEnv(VecEnv):
             timeout = None if grace_end is None else grace_end - time.monotonic()
             if timeout is not None and timeout <= 0:
                 break
-            await asyncio.wait([t for t in self._pending.values() if not t.done()], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if ready:  # the rest of this step's tabs, within the grace (usually all at once)
+                await asyncio.wait([self._pending[j] for j in unsettled], timeout=timeout)
+            else:  # the first answer of any tab
+                await asyncio.wait([t for t in self._pending.values() if not t.done()], return_when=asyncio.FIRST_COMPLETED)
         results: list[StepResult] = []
         back: list[int] = []
         for j in range(len(self._links)):
