@@ -252,7 +252,7 @@ class InlineVecEnv(VecEnv):
         while True:
             self._start_replacements()
             ready = [j for j, task in self._pending.items() if task.done()]
-            unsettled = [j for j in fresh if j in self._pending and not self._pending[j].done() and j not in self._replacing]
+            unsettled = [j for j in fresh if not self._pending[j].done() and j not in self._replacing]
             if ready and not unsettled:
                 break
             if ready and grace_end is None:
@@ -310,8 +310,8 @@ class InlineVecEnv(VecEnv):
         self._pending.clear()
         self._replacing.clear()
         self._recycling.clear()
-        for task in tasks:
-            if cancel:
+        if cancel:
+            for task in tasks:
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -77,6 +77,3 @@ class OutageLog:
                     "others_longest_wait_s": round(outage.longest_step_s, 3),
                 },
             )
-
-    def is_out(self, tab: int) -> bool:
-        return tab in self._open

@@ -209,14 +209,19 @@ class TabLink:
         assert message.observation is not None
         return message.observation, message.info
 
-    async def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+    def _stepping_connection(self) -> ServerConnection:
+        """The connection a step goes over: the one its episode began on."""
         conn = self._conn
         if conn is None:
             raise TabFailure(self.port, "disconnected", "no page is connected")
         if self._fresh:
             # The page dropped its socket and came back by itself between two steps (the original
-            # app does so after its watchdog): its episode is gone, the new connection is kept.
-            raise TabFailure(self.port, "page_reconnected", "the page reconnected by itself; its episode starts over")
+            # app does so after its watchdog): its episodes are gone, the new connection is kept.
+            raise TabFailure(self.port, "page_reconnected", "the page reconnected by itself; its episodes start over")
+        return conn
+
+    async def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        conn = self._stepping_connection()
         try:
             await self._send(conn, encode_action(action))
             message = await self._receive(conn, {"state"}, self.deadlines.step_s)
@@ -299,11 +304,7 @@ class TabLink:
         if self.settings.sims == 1:
             obs, reward, done, info = await self.step(np.asarray(actions).reshape(-1)[:3])
             return obs[None, :], np.array([reward]), np.array([done]), [info], [None]
-        conn = self._conn
-        if conn is None:
-            raise TabFailure(self.port, "disconnected", "no page is connected")
-        if self._fresh:
-            raise TabFailure(self.port, "page_reconnected", "the page reconnected by itself; its episodes start over")
+        conn = self._stepping_connection()
         try:
             await self._send(conn, encode_step_batch(actions))
             message = await self._receive(conn, {"state_batch"}, self.deadlines.step_s, parse_state_batch_fast)
