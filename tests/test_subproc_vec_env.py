@@ -345,6 +345,21 @@ def test_worker_killed_between_steps_is_respawned(no_leftover_workers: None) -> 
         venv.close()
 
 
+def test_a_worker_that_exits_just_before_its_kill_is_respawned(no_leftover_workers: None) -> None:
+    """The worker of mode 'exit' can be gone between is_alive() and the kill (seen in CI)."""
+    venv = ResilientSubprocVecEnv([make(0), make(1)], step_deadline_s=30)
+    try:
+        venv.reset()
+        os.kill(venv.processes[1].pid, signal.SIGKILL)
+        venv.processes[1].join(5)
+        venv.processes[1].is_alive = lambda: True  # type: ignore[method-assign]  # the race, made certain
+        obs, _, dones, infos = step(venv)
+        assert dones[1] and "worker_failure" in infos[1] and venv.respawns == 1
+        assert not dones[0] and obs[0].tolist() == [0, 1, 0]
+    finally:
+        venv.close()
+
+
 def test_close_leaves_no_child_process() -> None:
     before = live_children()
     venv = ResilientSubprocVecEnv(

@@ -315,7 +315,8 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
     def _kill(self, index: int) -> None:
         process = self.processes[index]
         if process.is_alive():
-            os.kill(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
+                os.kill(process.pid, signal.SIGKILL)
         process.join(timeout=5)
         self.remotes[index].close()
 
