@@ -344,7 +344,8 @@ class TabPool:
             await self._close_page(tab)
             await self._open(tab)
         except Exception as exc:  # the browser or driver may be gone: the watcher handles that
-            self._emit("warning", {"message": f"replacing tab {tab.index + 1} ({cause}) failed: {exc!r}"[:300]})
+            if not self._closing:  # at the run's end the pool closing under it is no news
+                self._emit("warning", {"message": f"replacing tab {tab.index + 1} ({cause}) failed: {exc!r}"[:300]})
             tab.state = "failed"
             return
         tab.restarts += 1

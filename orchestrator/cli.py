@@ -13,7 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from orchestrator.config import DEFAULT_VEC_ENV, MAX_SIMS_PER_TAB, VEC_ENV_KINDS, RunConfig
+from orchestrator.config import CHAOS_OVERTIME_S, DEFAULT_VEC_ENV, MAX_SIMS_PER_TAB, VEC_ENV_KINDS, RunConfig
 from training.outages import STRAGGLER_S
 
 EPILOG = """\
@@ -108,6 +108,10 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     _add_page_options(p)
 
 
+def _add_chaos_overtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chaos-overtime", type=_non_negative_float, default=CHAOS_OVERTIME_S, metavar="S", help=f"with --chaos: if --timesteps is reached before every planned fault was injected and recovered, train on past it for at most S seconds so they can happen, and say so (default {CHAOS_OVERTIME_S:g}; 0: stop at --timesteps)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lunarfleet",
@@ -125,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-auto-load", action="store_true", help="start a fresh model even if checkpoints exist")
     train.add_argument("--max-restarts", type=int, default=3, metavar="R", help="restart a run whose trainer crashed (an exception, an out-of-memory kill) from the newest checkpoint, up to R times, with backoff (default 3; 0 runs without a supervisor)")
     train.add_argument("--chaos", metavar="SPEC", help="inject faults, as for smoke; also 'trainer' (kill the trainer process, to check supervision). Faults are injected in the first attempt only")
+    _add_chaos_overtime(train)
     train.add_argument("--run-id", help=argparse.SUPPRESS)
     train.add_argument("--attempt", type=int, default=None, help=argparse.SUPPRESS)
     train.add_argument("--hours", type=_positive_float, metavar="H", help="time budget: stop cleanly with a checkpoint after H hours")
@@ -134,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     smoke = sub.add_parser("smoke", help="a short real training run for CI, with a JSON verdict", description="A short, real training run (real tabs, real PPO) in a fresh models folder. Exit code 0 only when training completed, every tab connected, and the final checkpoint loads back.")
     _add_training_options(smoke, envs=2, timesteps=4096, smoke=True)
     smoke.add_argument("--json", type=Path, metavar="PATH", help="write the verdict as one JSON object: ok, envs, timesteps, episodes, fps, tab_restarts, checkpoint, elapsed_s, error, ...")
-    smoke.add_argument("--chaos", metavar="SPEC", help="inject faults spread over the run, SPEC a comma list of kind=count among crash (kill a renderer), hang (endless loop in the page), disconnect (the page closes its socket), garbage (the page sends a malformed message), browser (kill the browser), driver (kill the Playwright driver); e.g. crash=2,hang=1. The JSON verdict adds faults_injected, faults_recovered, trainer_exceptions and per-kind counts")
+    smoke.add_argument("--chaos", metavar="SPEC", help="inject faults one at a time, each after the previous one recovered and the tabs stepped on, SPEC a comma list of kind=count among crash (kill a renderer), hang (endless loop in the page), disconnect (the page closes its socket), garbage (the page sends a malformed message), browser (kill the browser), driver (kill the Playwright driver); e.g. crash=2,hang=1. The run is ok only if every planned fault was injected and recovered; the console and the JSON verdict name each one that was not, and why. The verdict adds faults_planned, faults_injected, faults_recovered, trainer_exceptions and per-kind counts")
+    _add_chaos_overtime(smoke)
     smoke.add_argument("--keep", action="store_true", help="keep the smoke run's models folder (default: deleted unless --models-dir is given)")
 
     evaluate = sub.add_parser("evaluate", help="score a checkpoint (or random actions) on real tabs: mean episode reward", description="Run a trained policy (deterministic actions) or random actions for N episodes on real tabs, without training, and print the mean episode reward. Episodes cut short by a tab failure are not counted.")
@@ -393,6 +399,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
     if cfg.chaos:
         from browser_pool.faults import parse_spec
 
+        cfg.chaos_overtime = args.chaos_overtime
         try:
             kinds = parse_spec(cfg.chaos)
         except ValueError as exc:

@@ -18,6 +18,7 @@ DEFAULT_URL = "http://localhost:{app_port}/?wsPort={port}&maxSteps={max_steps}"
 EMBEDDED_EXTRAS = "&seed={seed}&stage={stage}&token={token}"
 VEC_ENV_KINDS = ("inline", "subproc")  # training/vec_env.py
 DEFAULT_VEC_ENV = "inline"  # lunarfleet bench: as fast as subproc with one simulation per tab, starts in a fraction of the time, no worker process (~160 MB) per tab
+CHAOS_OVERTIME_S = 600.0  # --chaos-overtime: how long training may go on past --timesteps for planned faults
 MAX_SIMS_PER_TAB = 64  # the page's limit (webapp/params.js)
 
 
@@ -45,6 +46,7 @@ class RunConfig:
     browser: str | None = None
     headed: bool = False
     chaos: str | None = None
+    chaos_overtime: float = CHAOS_OVERTIME_S
     json_path: Path | None = None
     progress: str = "auto"  # auto, bar, lines
     n_steps: int = 2048

@@ -21,7 +21,7 @@ from browser_pool.faults import parse_spec
 from browser_pool.pool import PoolSettings
 from browser_pool.processes import sweep_leftovers
 from orchestrator.app_server import AppServer, start_app_server
-from orchestrator.chaos import ChaosMonkey
+from orchestrator.chaos import ChaosMonkey, describe
 from orchestrator.config import RunConfig
 from orchestrator.doctor import playwright_chromium
 from orchestrator.events import EventLog, say
@@ -60,8 +60,11 @@ class RunSummary:
     recovery_s: list[float] = field(default_factory=list)
     trainer_exceptions: int = 0
     page_restart_requests: int = 0  # restart_request messages of the pages' own watchdogs (original app)
+    faults_planned: int = 0
     faults_injected: int = 0
     faults_recovered: int = 0
+    # per_kind counts, recovery_s per kind, missing (each fault not injected or not recovered, and
+    # why), overtime_s (training past --timesteps for planned faults)
     faults: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
     run_dir: str = ""
@@ -211,7 +214,8 @@ def _train_job(cfg: RunConfig, fleet: Fleet, venv: Any, events: EventLog, monito
     say(f"Using {cfg.envs} parallel environments")
     chaos = None
     if cfg.chaos:
-        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events)
+        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime)
+        settings.train_on = chaos.wants_more_steps
     result = train(
         settings,
         venv,
@@ -225,14 +229,27 @@ def _train_job(cfg: RunConfig, fleet: Fleet, venv: Any, events: EventLog, monito
     _fill(summary, result)
     summary.trainer_exceptions = 1 if result.status == "failed" else 0
     if chaos is not None:
-        report = chaos.finish()
-        summary.faults_injected, summary.faults_recovered = report.faults_injected, report.faults_recovered
-        summary.faults = {"planned": report.faults_planned, "per_kind": report.per_kind, "recovery_s": report.recovery_s}
-        say(f"[Chaos] {report.faults_recovered}/{report.faults_injected} injected faults recovered (of {report.faults_planned} planned)")
+        _chaos_verdict(chaos, result, summary, events)
     if result.traceback:
         events("error", {"message": result.message, "traceback": result.traceback}, echo=False)
     if result.message:
         say(f"[Done] {result.status}: {result.message}")
+
+
+def _chaos_verdict(chaos: ChaosMonkey, result: TrainResult, summary: RunSummary, events: EventLog) -> None:
+    """A chaos run is ok only if every planned fault was injected and recovered."""
+    report = chaos.finish(result.message if result.status not in ("completed",) else None)
+    summary.faults_planned = report.faults_planned
+    summary.faults_injected, summary.faults_recovered = report.faults_injected, report.faults_recovered
+    summary.faults = {"planned": report.faults_planned, "per_kind": report.per_kind, "recovery_s": report.recovery_s,
+                      "missing": report.missing, "overtime_s": report.overtime_s}
+    for line in describe(report):
+        say(line)
+    if not report.ok:
+        events("chaos_incomplete", {"missing": report.missing}, echo=False)
+        summary.ok = False
+        missing = "; ".join(f"{m['kind']}: {m['why']}" for m in report.missing)
+        summary.error = summary.error or f"chaos: {len(report.missing)} of {report.faults_planned} planned faults were not injected and recovered ({missing})"
 
 
 def _evaluate_job(cfg: RunConfig, venv: Any, summary: RunSummary) -> None:

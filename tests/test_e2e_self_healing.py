@@ -16,34 +16,39 @@ from tests.conftest import cli_process, lunarfleet_processes, run_cli, wait_for_
 pytestmark = pytest.mark.browser
 
 
-def _chaos_run(tmp_path: Path, ports: tuple[int, int], spec: str, timesteps: int = 3072) -> tuple[dict, list[dict]]:
+def _chaos_run(
+    tmp_path: Path, ports: tuple[int, int], spec: str, timesteps: int = 3072, n_steps: int = 512, *extra: str,
+    expect_rc: int = 0,
+) -> tuple[dict, list[dict], str]:
+    """A smoke run with faults injected. The step deadline stays at its 10 s default, so that a
+    tab waiting for a hung one would wait 10 s: far above the straggler grace, on any machine."""
     app, base = ports
     out = tmp_path / "out.json"
     result = run_cli(
         [
-            "smoke", "--envs", "2", "--timesteps", str(timesteps), "--n-steps", "512", "--chaos", spec,
-            "--step-timeout", "3", "--json", str(out), "--app-port", str(app), "--base-port", str(base),
-            "--runs-dir", str(tmp_path / "runs"), "--progress", "lines",
+            "smoke", "--envs", "2", "--timesteps", str(timesteps), "--n-steps", str(n_steps), "--chaos", spec,
+            "--json", str(out), "--app-port", str(app), "--base-port", str(base),
+            "--runs-dir", str(tmp_path / "runs"), "--progress", "lines", *extra,
         ],
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == expect_rc, result.stdout + result.stderr
     verdict = json.loads(out.read_text())
     events = [json.loads(line) for line in (Path(verdict["run_dir"]) / "events.jsonl").read_text().splitlines()]
-    return verdict, events
+    return verdict, events, result.stdout
 
 
-def _assert_healed(verdict: dict, count: int) -> None:
+def _assert_healed(verdict: dict, count: int, timesteps: int = 3072) -> None:
     assert verdict["ok"] is True
-    assert verdict["timesteps"] >= 3072
+    assert verdict["timesteps"] >= timesteps
     assert verdict["trainer_exceptions"] == 0
-    assert verdict["faults_injected"] == count
-    assert verdict["faults_recovered"] == verdict["faults_injected"]
+    assert verdict["faults_planned"] == verdict["faults_injected"] == verdict["faults_recovered"] == count
+    assert verdict["faults"]["missing"] == []
 
 
 @pytest.mark.parametrize("kind", ["crash", "hang", "disconnect", "garbage"])
 def test_a_tab_fault_costs_only_that_tab(kind: str, tmp_path: Path, ports, no_leftovers) -> None:
-    verdict, events = _chaos_run(tmp_path, ports, f"{kind}=1")
+    verdict, events, _ = _chaos_run(tmp_path, ports, f"{kind}=1")
     _assert_healed(verdict, 1)
     chaos = next(e for e in events if e["event"] == "chaos")
     hit = chaos["tab"]
@@ -55,25 +60,53 @@ def test_a_tab_fault_costs_only_that_tab(kind: str, tmp_path: Path, ports, no_le
     assert other not in replaced
     # The other tab kept stepping during the recovery: every vec step of the faulted tab's outage
     # (its frozen steps) was a real step of the other tab, which never waited longer than the
-    # straggler grace (0.5 s) plus the machine's noise, where waiting for a hang would be 3 s.
+    # straggler grace (0.5 s) plus the machine's noise, where waiting for a hang would be 10 s.
     outages = [e for e in events if e["event"] == "tab_outage" and e["tab"] == hit and e["cause"] != "slow"]
     assert outages, events
     for outage in outages:
         assert outage["frozen_steps"] >= 1
-        assert outage["others_longest_wait_s"] < 2.0, outage
+        assert outage["others_longest_wait_s"] < 5.0, outage
     assert verdict["frozen_steps"] >= sum(o["frozen_steps"] for o in outages)
     assert verdict["episodes_cut_by_failures"] >= 1  # the faulted tab's episode, truncated
     assert verdict["outages"]["count"] >= len(outages)
     recovered = next(e for e in events if e["event"] == "chaos_recovered")
-    assert recovered["seconds"] < (8 if kind == "hang" else 5)
+    assert recovered["seconds"] < (40 if kind == "hang" else 30)  # the 10 s step deadline, then a new page
 
 
 @pytest.mark.parametrize("kind", ["browser", "driver"])
 def test_the_browser_or_driver_dying_relaunches_everything(kind: str, tmp_path: Path, ports, no_leftovers) -> None:
-    verdict, events = _chaos_run(tmp_path, ports, f"{kind}=1")
+    verdict, events, _ = _chaos_run(tmp_path, ports, f"{kind}=1")
     _assert_healed(verdict, 1)
     relaunch = [e for e in events if e["event"] == "browser_restarted"]
     assert relaunch and relaunch[0]["what"] == kind
+
+
+def test_faults_that_do_not_fit_in_the_timesteps_are_all_injected_in_overtime(tmp_path: Path, ports, no_leftovers) -> None:
+    # 8 faults at least 64 steps apart (32 vec steps of 2 tabs) cannot all recover within 512 steps,
+    # however fast or slow the machine: the run trains on past --timesteps until they have.
+    verdict, events, stdout = _chaos_run(tmp_path, ports, "crash=2,disconnect=4,garbage=2", 512, 128)
+    _assert_healed(verdict, 8, timesteps=512)
+    assert verdict["timesteps"] > 512
+    assert "training on until they are" in stdout
+    (overtime,) = [e for e in events if e["event"] == "chaos_overtime"]
+    assert overtime["faults_left"] >= 1 and verdict["faults"]["overtime_s"] > 0
+    assert len([e for e in events if e["event"] == "chaos_recovered"]) == 8
+
+
+def test_a_chaos_run_whose_faults_cannot_all_be_injected_fails_and_names_them(tmp_path: Path, ports, no_leftovers) -> None:
+    # 12 faults at least 64 steps apart need more than 512 steps, and --chaos-overtime 0 allows none past them.
+    verdict, events, stdout = _chaos_run(tmp_path, ports, "disconnect=12", 512, 128, "--chaos-overtime", "0", expect_rc=1)
+    assert verdict["ok"] is False and verdict["trainer_exceptions"] == 0
+    assert verdict["timesteps"] == 512
+    assert verdict["faults_planned"] == 12 and 1 <= verdict["faults_injected"] <= 8
+    missing = verdict["faults"]["missing"]
+    assert len(missing) == 12 - verdict["faults_recovered"] >= 4
+    not_injected = [m for m in missing if m["why"].startswith("not injected")]
+    assert len(not_injected) == 12 - verdict["faults_injected"] >= 4
+    assert all("overtime of 0 s ran out" in m["why"] and m["kind"] == "disconnect" for m in not_injected)
+    assert "NOT OK" in stdout and stdout.count("[Chaos] ! disconnect into tab") == len(missing)
+    assert "planned faults were not injected and recovered" in verdict["error"]
+    assert any(e["event"] == "chaos_incomplete" for e in events)
 
 
 def test_sigkill_of_a_run_leaves_no_orphans(tmp_path: Path, ports, no_leftovers) -> None:

@@ -58,6 +58,8 @@ class TrainSettings:
     keep_checkpoints: int = 0  # 0: keep every periodic checkpoint, as the seed does
     max_seconds: float | None = None  # time budget (--hours)
     curriculum: list[int] | None = None  # stage budgets in steps; None: one fixed stage
+    # Asked at and past the target: True trains on, a rollout at a time (--chaos: faults still due).
+    train_on: Callable[[int], bool] = lambda steps: False
     ppo: PPOSettings = field(default_factory=PPOSettings)
 
 
@@ -174,7 +176,8 @@ def train(
         return should_stop()
 
     stats = RunStats(
-        settings.log_interval_s, settings.total_timesteps, say, stop_reason, not settings.progress_bar, on_steps, record
+        settings.log_interval_s, settings.total_timesteps, say, stop_reason, not settings.progress_bar, on_steps, record,
+        settings.train_on,
     )
 
     def periodic(steps: int) -> None:
@@ -203,6 +206,14 @@ def train(
             tb_log_name="ppo",
             progress_bar=settings.progress_bar,
         )
+        while stats.stop_reason is None and not stats.stopped_at_target and settings.train_on(model.num_timesteps):
+            model.learn(
+                total_timesteps=model.n_steps * model.n_envs,  # one more rollout; RunStats stops it when done
+                callback=CallbackList(callbacks),
+                reset_num_timesteps=False,
+                tb_log_name="ppo",
+                progress_bar=settings.progress_bar,
+            )
         if stats.stop_reason:
             result.status, result.message = "stopped", stats.stop_reason
             if stats.stop_reason.startswith("the time budget"):
@@ -236,9 +247,11 @@ class RunStats(BaseCallback):
         print_lines: bool,
         on_steps: Callable[[int], None] = lambda steps: None,
         record: Callable[[dict[str, Any]], None] = lambda fields: None,
+        train_on: Callable[[int], bool] = lambda steps: False,
     ) -> None:
         super().__init__()
-        self.on_steps = on_steps
+        self.on_steps, self.train_on = on_steps, train_on
+        self.stopped_at_target = False
         self.record = record
         self.best_saved: float | None = None
         self.interval_s, self.target, self.say = interval_s, target, say
@@ -255,9 +268,11 @@ class RunStats(BaseCallback):
 
     def _on_step(self) -> bool:
         self.on_steps(self.model.num_timesteps)
-        if self.model.num_timesteps >= self.target and not self._last_step_of_rollout():
+        steps = self.model.num_timesteps
+        if steps >= self.target and not self._last_step_of_rollout() and not self.train_on(steps):
             # Stop exactly at the target (a resumed run must not overshoot it); the partial
             # rollout is dropped. At a rollout's end SB3 trains on it and stops by itself.
+            self.stopped_at_target = True
             return False
         infos: list[dict[str, Any]] = self.locals.get("infos", [])
         for done, info in zip(self.locals.get("dones", []), infos, strict=False):
