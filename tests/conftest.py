@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +124,63 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> l
         if needle in line:
             return lines
     raise AssertionError(f"{needle!r} not seen within {timeout} s; output:\n{''.join(lines)}")
+
+
+def wait_until(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201 - a tiny test helper
+    """Poll `predicate` until it returns something truthy (which is returned); fail after `timeout` s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+class OutputReader:
+    """Reads a running process's output on a thread, so a long run never blocks on a full pipe."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._proc = proc
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def finish(self, timeout: float = 60) -> str:
+        """Wait for the process to end and its output to be read; the whole output."""
+        self._proc.wait(timeout)
+        self._thread.join(10)
+        return self.text()
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    """The run's events.jsonl so far (a run still writing it may have a half-written last line)."""
+    path = Path(run_dir) / "events.jsonl"
+    events = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            break
+    return events
+
+
+def the_run_dir(runs: Path, timeout: float = 60) -> Path:
+    """The run folder a command started under `runs`, once it has an events log."""
+
+    def found() -> Path | None:
+        dirs = [p for p in runs.iterdir() if (p / "events.jsonl").exists()] if runs.is_dir() else []
+        return dirs[0] if dirs else None
+
+    return wait_until(found, timeout, f"a run folder with events.jsonl under {runs}")
 
 
 def assert_frozen(done: bool, info: dict, cause: str | None, last_obs: np.ndarray | None = None) -> None:
