@@ -60,7 +60,7 @@ def _events(run_dir: str | Path) -> list[dict]:
 
 # ---- the env side of the original app's watchdog, without a browser ------------------------------
 def test_a_watchdog_drop_ends_the_episode_truncated_and_the_reset_waits_for_the_page() -> None:
-    env = TabEnv(free_port(), PageSettings(), LinkDeadlines(step_s=2.0, connect_s=10.0))
+    env = TabEnv(free_port(), PageSettings(), LinkDeadlines(step_s=30.0, connect_s=30.0))  # no step is slow here
     try:
         first = PageThread(FakePage(env.port, seed=1, restart_after=2, close_after=3)).start()
         try:
@@ -89,9 +89,12 @@ def test_a_watchdog_drop_ends_the_episode_truncated_and_the_reset_waits_for_the_
 
 
 def test_the_inline_vec_env_gives_frozen_steps_while_the_page_is_away_and_the_other_tab_steps_on() -> None:
-    """The other tabs must not wait while this page reconnects (their own watchdogs would fire)."""
+    """The other tabs must not wait while this page reconnects (their own watchdogs would fire).
+
+    The straggler grace is 30 s, so any wait for it would show: every step here must take far less.
+    """
     ports = [free_port(), free_port()]
-    venv = InlineVecEnv(ports, PageSettings(), LinkDeadlines(step_s=2.0, connect_s=10.0))
+    venv = InlineVecEnv(ports, PageSettings(), LinkDeadlines(step_s=30.0, connect_s=30.0), straggler_s=30.0)
     actions = np.stack([ACTION, ACTION])
     pages = [PageThread(FakePage(ports[0], seed=1, restart_after=2, close_after=3)),
              PageThread(FakePage(ports[1], seed=2))]
@@ -103,7 +106,7 @@ def test_the_inline_vec_env_gives_frozen_steps_while_the_page_is_away_and_the_ot
             last, _, _, _ = venv.step(actions)
         began = time.monotonic()
         obs, rewards, dones, infos = venv.step(actions)  # tab 1's page drops its socket after its watchdog
-        assert time.monotonic() - began < 0.4, "a known failure needs no straggler grace"
+        assert time.monotonic() - began < 10, "a known failure needs no straggler grace"
         assert not dones[1] and rewards[0] == 0.0
         assert_frozen(dones[0], infos[0], "watchdog", last[0])
         np.testing.assert_array_equal(obs[0], last[0])
@@ -111,17 +114,20 @@ def test_the_inline_vec_env_gives_frozen_steps_while_the_page_is_away_and_the_ot
         for _ in range(3):
             began = time.monotonic()
             obs, _, dones, infos = venv.step(actions)
-            assert not dones[1] and time.monotonic() - began < 0.4, "tab 2 must not wait for tab 1"
+            assert not dones[1] and time.monotonic() - began < 10, "tab 2 must not wait for tab 1"
             assert_frozen(dones[0], infos[0], "watchdog", last[0])
             assert "tab_waiting" not in infos[1]
             np.testing.assert_array_equal(obs[0], last[0])
         pages[0] = PageThread(FakePage(ports[0], seed=3)).start()
         calls = 3 + 1 + 3
-        for _ in range(1000):
+        deadline = time.monotonic() + 30
+        while True:  # frozen steps until the new page's first observation is there
             _, _, dones, infos = venv.step(actions)
             calls += 1
             if "tab_failure" in infos[0]:
                 break
+            assert_frozen(dones[0], infos[0], "watchdog", last[0])
+            assert time.monotonic() < deadline, "the page that came back never got its episode"
         assert dones[0] and infos[0]["tab_failure"] == "watchdog" and not dones[1]
         np.testing.assert_array_equal(infos[0]["terminal_observation"], last[0])
         assert pages[1].page.steps_answered == calls  # tab 2 stepped at every vec step, in one episode
