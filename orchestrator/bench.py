@@ -203,7 +203,7 @@ class PPOTimer:
 
 
 class PPORun:
-    """PPO (the seed's hyperparameters, n_steps from `rollout`) on `venv`, timed in wall clock,
+    """PPO (the original app's hyperparameters, n_steps from `rollout`) on `venv`, timed in wall clock,
     learning one or more rollouts at a time (so two runs can take turns)."""
 
     def __init__(self, venv: Any, rollout: int, seed: int = 0) -> None:

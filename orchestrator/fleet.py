@@ -81,7 +81,7 @@ class Fleet:
         self._start_future = asyncio.run_coroutine_threadsafe(self.pool.start(), self._loop.loop)
 
     def wait_connected(self, timeout_s: float) -> float:
-        """Wait until every tab's page is connected, saying each as it connects, as the seed does."""
+        """Wait until every tab's page is connected, saying each as it connects, as the original app's trainer does."""
         began = time.monotonic()
         announced: set[int] = set()
         while True:

@@ -1,6 +1,6 @@
 """`lunarfleet tabs`: only the self-healing tab pool, for people who keep their own trainer.
 
-The seed's `train_ppo_parallel.py` opens WebSocket servers on 8765, 8766, ... and waits for
+The original app's `train_ppo_parallel.py` opens WebSocket servers on 8765, 8766, ... and waits for
 browser tabs. This command opens those tabs (headless), one per port, and keeps them alive
 until Ctrl+C or SIGTERM; it never touches training. With no env workers of ours there is no
 health channel, so it relies on what the pool sees itself (crash events, heartbeat hangs,

@@ -1,4 +1,4 @@
-"""Checkpoint files: the seed's naming, atomic writes, and finding the newest good one.
+"""Checkpoint files: the original app's naming, atomic writes, and finding the newest good one.
 
 SB3's `model.save` writes in place, so a kill during a save would leave a broken zip where the
 last good model was. Here a checkpoint is written to a temporary name, flushed to disk and
@@ -64,7 +64,7 @@ def save_atomic(model: BaseAlgorithm, path: Path) -> Path:
 
 
 def candidates(models_dir: Path) -> list[Path]:
-    """Checkpoints in a folder, newest first (by modification time, as the seed's auto-load)."""
+    """Checkpoints in a folder, newest first (by modification time, as the original app's auto-load)."""
     if not models_dir.is_dir():
         return []
     found = [p for p in models_dir.glob(f"{PREFIX}*.zip") if p.is_file() and p != best_path(models_dir)]

@@ -1,4 +1,4 @@
-"""The seed's four-stage curriculum: which reward stage a model trains in, from its step count.
+"""The original app's four-stage curriculum: which reward stage a model trains in, from its step count.
 
 Deriving the stage from the step count (instead of storing it) is what makes a resumed run
 continue in the stage it was interrupted in.
@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from stable_baselines3.common.callbacks import BaseCallback
 
 # Stage 1 for 200k steps, stage 2 for 300k, stage 3 for 500k, stage 4 for the rest.
-SEED_BUDGETS = (200_000, 300_000, 500_000)
+ORIGINAL_BUDGETS = (200_000, 300_000, 500_000)
 
 
-def stage_for(steps: int, budgets: Sequence[int] = SEED_BUDGETS) -> int:
+def stage_for(steps: int, budgets: Sequence[int] = ORIGINAL_BUDGETS) -> int:
     edge = 0
     for stage, budget in enumerate(budgets, start=1):
         edge += budget
