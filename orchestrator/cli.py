@@ -143,10 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chaos_overtime(smoke)
     smoke.add_argument("--keep", action="store_true", help="keep the smoke run's models folder (default: deleted unless --models-dir is given)")
 
-    evaluate = sub.add_parser("evaluate", help="score a checkpoint (or random actions) on real tabs: mean episode reward", description="Run a trained policy (deterministic actions) or random actions for N episodes on real tabs, without training, and print the mean episode reward. Episodes cut short by a tab failure are not counted.")
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint (or random actions) on real tabs: reward and task metrics (orbs, collisions, episode length)", description="Run a trained policy (deterministic actions) or random actions for N episodes on real tabs, without training, and print the mean episode reward beside what the episodes achieved: the share that collected an orb, deposited one (construction zone, berm), collided or ended early, and the mean episode length. A reward that rises only because episodes end early is no learning: compare with --against-random. Episodes cut short by a tab failure are not counted.")
     evaluate.add_argument("model", nargs="?", type=Path, help="checkpoint to score (default: uniformly random actions)")
     evaluate.add_argument("--episodes", type=_positive_int, default=20, metavar="N", help="episodes to score (default 20)")
-    evaluate.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON (the 'evaluation' field)")
+    evaluate.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON; the 'evaluation' field holds policy, episodes, mean_reward, std_reward, mean_length, steps; task: episodes, mean_reward, mean_length, the fractions of episodes ended_early, collided, orb_collected, orb_deposited, deposited_construction, deposited_berm, and the means mean_orbs_collected, mean_orbs_deposited; against_random: the same for random actions (with --against-random, else null); reward_gaming: the verdict (gaming, ends_early_and_short, reward_rising) with its figures and message")
+    evaluate.add_argument("--against-random", action="store_true", help="then score random actions on the same tabs for as many episodes, and print both side by side (model vs random); a model that beats random by reward but ends its episodes early in a collision is reward gaming, and is said so")
     _add_training_options(evaluate, envs=4, timesteps=1, smoke=True)
     evaluate.set_defaults(chaos=None, keep=True)
 
@@ -411,7 +412,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
             raise SystemExit("lunarfleet: --chaos trainer needs 'lunarfleet train', whose supervisor restarts the trainer")
     _check_url(cfg)
     if args.command == "evaluate":
-        cfg.load, cfg.eval_episodes = args.model, args.episodes
+        cfg.load, cfg.eval_episodes, cfg.against_random = args.model, args.episodes, args.against_random
         if cfg.load is not None and not cfg.load.exists():
             raise SystemExit(f"lunarfleet: no checkpoint at {cfg.load}")
     return cfg

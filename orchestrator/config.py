@@ -52,6 +52,7 @@ class RunConfig:
     n_steps: int = 2048
     hours: float | None = None
     eval_episodes: int = 20
+    against_random: bool = False  # evaluate: score random actions too, on the same tabs
     recycle_steps: int = 0
     recycle_hours: float = 0.0
     keep_checkpoints: int = 0

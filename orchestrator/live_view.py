@@ -64,6 +64,23 @@ def summary_lines(status: dict[str, Any], now: float | None = None) -> list[str]
     return [head, machine, sides]
 
 
+def task_lines(status: dict[str, Any]) -> list[str]:
+    """Beside the reward, what the episodes achieved (training/task_metrics.py), and the reward-gaming
+    warning while it holds; nothing before the trainer's first progress report."""
+    task = status.get("task")
+    if not task:
+        return []
+    from training.task_metrics import TaskSummary
+
+    reward = task.get("mean_reward")
+    shown = f"{reward:,.1f}" if isinstance(reward, (int, float)) else "n/a"
+    lines = [f"episodes (last {task.get('episodes', 0)}): mean reward {shown} · {TaskSummary.from_json(task).short()}"]
+    gaming = status.get("reward_gaming") or {}
+    if gaming.get("gaming"):
+        lines.append(f"! {gaming.get('message')}")
+    return lines
+
+
 def table_lines(status: dict[str, Any]) -> list[str]:
     """The per-tab table: a header and one row per tab."""
     widths = (4, 6, 11, 8, 8, 6, 7, 7)
@@ -80,7 +97,7 @@ def table_lines(status: dict[str, Any]) -> list[str]:
 
 
 def render(status: dict[str, Any], now: float | None = None) -> str:
-    lines = summary_lines(status, now) + table_lines(status)
+    lines = summary_lines(status, now) + task_lines(status) + table_lines(status)
     lines += [f"! {w}" for w in status.get("warnings", [])]
     return "\n".join(lines)
 
@@ -88,7 +105,7 @@ def render(status: dict[str, Any], now: float | None = None) -> str:
 def monitor_lines(status: dict[str, Any]) -> list[str]:
     """The plain-output form: one line for the machine and trainer, one per tab."""
     head, machine, sides = summary_lines(status)
-    lines = [f"[Monitor] {machine} · {sides}"]
+    lines = [f"[Monitor] {machine} · {sides}"] + [f"[Monitor] {line}" for line in task_lines(status)]
     for row in status.get("tabs", []):
         lines.append(
             f"[Monitor] tab {row['tab']} (port {row['port']}) {row['state']}: {row['steps_per_s']:,.0f} steps/s, "

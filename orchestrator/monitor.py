@@ -288,6 +288,8 @@ class ResourceSampler:
         self.listeners: list[Listener] = []
         self.state = "starting"  # what status.json says while sampling: starting, running
         self.latest: Sample | None = None
+        # What the trainer last said (`Monitoring.note_training`): task metrics, the reward-gaming verdict.
+        self.training: dict[str, Any] = {}
         self.samples = 0
         self.timesteps = 0
         self._meter = ProcessMeter()
@@ -376,6 +378,7 @@ class ResourceSampler:
             "tab_memory_limit_mb": self.settings.tab_memory_limit_mb,
             "memory_floor_mb": self.settings.memory_floor_mb,
             **sample.to_json(),
+            **self.training,
             **(extra or {}),
         }
 
@@ -608,6 +611,14 @@ class Monitoring:
 
     def on_steps(self, steps: int) -> None:
         self.sampler.note_steps(steps)
+
+    def note_training(self, kind: str, fields: dict[str, Any]) -> None:
+        """A trainer event: `progress` brings the task metrics, `reward_gaming` the verdict, into
+        status.json (and so the live view and `lunarfleet status`) from the next sample on."""
+        if kind == "progress" and fields.get("task") is not None:
+            self.sampler.training = {**self.sampler.training, "task": fields["task"]}
+        elif kind == "reward_gaming":
+            self.sampler.training = {**self.sampler.training, "reward_gaming": dict(fields)}
 
     def callbacks(self) -> list[Any]:
         """SB3 callbacks: the latest sample as `resources/...` TensorBoard scalars."""

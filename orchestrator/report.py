@@ -1,7 +1,9 @@
 """The morning report: what happened in a run, as `report.json` and `report.png` in its folder.
 
 Built only from the run's own files (`events.jsonl`, `resources.jsonl`, `summary.json`), so it
-works for a finished run, a running one, and one that was killed.
+works for a finished run, a running one, and one that was killed. Beside the reward it shows
+what the episodes achieved (the `task` of the progress events: orbs, collisions, episode
+length; training/task_metrics.py) and says plainly when the run was reward gaming.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from training.task_metrics import SHORT_FRACTION_OF_LIMIT, TaskSummary
 
 RESTART_EVENTS = ("tab_replaced", "browser_restarted")
 
@@ -62,11 +66,34 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "tab_pss_mb_start": {t: v[0][1] for t, v in tab_pss.items()},
         "tab_pss_mb_end": {t: v[-1][1] for t, v in tab_pss.items()},
         "duration_s": round(events[-1]["time"] - events[0]["time"], 1) if len(events) > 1 else 0.0,
+        **_task_report(events, progress, summary),
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plot(run_dir / "report.png", events, progress, tab_pss)
+    _plot(run_dir / "report.png", events, progress, tab_pss, _length_limit(run_dir))
     report["png"] = str(run_dir / "report.png")
     return report
+
+
+def _task_report(events: list[dict[str, Any]], progress: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+    """Task metrics at the first and last progress report (the summary's at the end), and the
+    reward-gaming verdicts: every change of state, and the state at the end."""
+    tasks = [p["task"] for p in progress if (p.get("task") or {}).get("episodes")]
+    verdicts = [e for e in events if e.get("event") == "reward_gaming"]
+    last = verdicts[-1] if verdicts else None
+    return {
+        "task_first": tasks[0] if tasks else None,
+        "task_last": summary.get("task") or (tasks[-1] if tasks else None),
+        "reward_gaming": bool(last and last.get("gaming")),
+        "reward_gaming_message": last.get("message") if last else None,
+        "reward_gaming_changes": [{k: e.get(k) for k in ("steps", "gaming", "message")} for e in verdicts],
+    }
+
+
+def _length_limit(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["max_episode_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _first_reward(progress: list[dict[str, Any]]) -> float | None:
@@ -88,20 +115,78 @@ def _tab_memory(samples: list[dict[str, Any]]) -> dict[int, list[tuple[float, fl
     return series
 
 
-def _plot(path: Path, events: list[dict[str, Any]], progress: list[dict[str, Any]], tab_pss: dict[int, list[tuple[float, float]]]) -> None:
+def _plot(
+    path: Path, events: list[dict[str, Any]], progress: list[dict[str, Any]], tab_pss: dict[int, list[tuple[float, float]]],
+    length_limit: int | None = None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t0 = events[0]["time"] if events else 0.0
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    (reward_ax, fps_ax), (restart_ax, memory_ax) = axes
+    fig, axes = plt.subplots(3, 2, figsize=(12, 12))
+    (reward_ax, fps_ax), (task_ax, length_ax), (restart_ax, memory_ax) = axes
     rewarded = [p for p in progress if p.get("mean_reward") is not None]
     reward_ax.plot([p["steps"] for p in rewarded], [p["mean_reward"] for p in rewarded], color="tab:blue")
     reward_ax.set(title="Mean episode reward (last 100 episodes)", xlabel="steps", ylabel="reward")
     fps_ax.plot([(p["time"] - t0) / 60 for p in progress], [p["fps"] for p in progress], color="tab:green")
     fps_ax.set(title="Training speed", xlabel="minutes", ylabel="steps/s")
+    _plot_task(task_ax, length_ax, events, progress, length_limit)
+    _plot_restarts(restart_ax, events, t0)
+    for tab, series in sorted(tab_pss.items()):
+        memory_ax.plot([(t - t0) / 60 for t, _ in series], [v for _, v in series], label=f"tab {tab}")
+    memory_ax.set(title="Memory per tab (PSS)", xlabel="minutes", ylabel="MB")
+    if tab_pss:
+        memory_ax.legend(loc="upper left")
+    else:
+        memory_ax.text(0.5, 0.5, "no resource samples in this run", ha="center", va="center", transform=memory_ax.transAxes)
+    gaming = [e for e in events if e.get("event") == "reward_gaming"]
+    if gaming and gaming[-1].get("gaming"):
+        fig.suptitle("REWARD GAMING: episodes end early in collisions while the reward rises (see the task panels)",
+                     color="tab:red", fontweight="bold")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+TASK_LINES = (("orb_collected", "collected an orb", "tab:green"), ("orb_deposited", "deposited an orb", "tab:blue"),
+              ("collided", "collided", "tab:red"), ("ended_early", "ended early", "tab:orange"))
+
+
+def _plot_task(task_ax: Any, length_ax: Any, events: list[dict[str, Any]], progress: list[dict[str, Any]],
+               length_limit: int | None) -> None:
+    """What the episodes achieved beside the reward, with the stretches of reward gaming shaded."""
+    points = [(p["steps"], TaskSummary.from_json(p["task"])) for p in progress if (p.get("task") or {}).get("episodes")]
+    steps = [s for s, _ in points]
+    for key, label, color in TASK_LINES:
+        shown = [(s, getattr(t, key)) for s, t in points if getattr(t, key) is not None]
+        if shown:
+            task_ax.plot([s for s, _ in shown], [100 * v for _, v in shown], label=label, color=color)
+    task_ax.set(title="Task outcomes (share of the last 100 episodes)", xlabel="steps", ylabel="% of episodes", ylim=(-2, 102))
+    length_ax.plot(steps, [t.mean_length for _, t in points], color="tab:purple", label="mean episode length")
+    if length_limit:
+        length_ax.axhline(SHORT_FRACTION_OF_LIMIT * length_limit, color="tab:red", linestyle=":",
+                          label=f"{SHORT_FRACTION_OF_LIMIT:.0%} of the limit ({length_limit:,})")
+    length_ax.set(title="Mean episode length (last 100 episodes)", xlabel="steps", ylabel="steps")
+    end = steps[-1] if steps else 0
+    on: float | None = None
+    for e in [e for e in events if e.get("event") == "reward_gaming"] + [{"gaming": False, "steps": end, "end": True}]:
+        if e.get("gaming") and on is None:
+            on = e.get("steps", 0)
+        elif not e.get("gaming") and on is not None:
+            for ax in (task_ax, length_ax):
+                ax.axvspan(on, max(e.get("steps", end), on), color="tab:red", alpha=0.12,
+                           label="reward gaming" if ax is task_ax else None)
+            on = None
+    for ax in (task_ax, length_ax):
+        if points:
+            ax.legend(loc="best", fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no finished episodes reported yet", ha="center", va="center", transform=ax.transAxes)
+
+
+def _plot_restarts(restart_ax: Any, events: list[dict[str, Any]], t0: float) -> None:
     restarts = [e for e in events if e.get("event") in RESTART_EVENTS]
     trainer = [e for e in events if e.get("event") == "trainer_restarted"]
     for e in trainer:
@@ -114,16 +199,6 @@ def _plot(path: Path, events: list[dict[str, Any]], progress: list[dict[str, Any
     restart_ax.set_ylim(0, max(len(restarts), 1) * 1.1)
     restart_ax.set(title="Tab restarts (cumulative)", xlabel="minutes", ylabel="restarts")
     restart_ax.legend(loc="upper left")
-    for tab, series in sorted(tab_pss.items()):
-        memory_ax.plot([(t - t0) / 60 for t, _ in series], [v for _, v in series], label=f"tab {tab}")
-    memory_ax.set(title="Memory per tab (PSS)", xlabel="minutes", ylabel="MB")
-    if tab_pss:
-        memory_ax.legend(loc="upper left")
-    else:
-        memory_ax.text(0.5, 0.5, "no resource samples in this run", ha="center", va="center", transform=memory_ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def print_report(report: dict[str, Any], say: Any = print) -> None:
@@ -134,6 +209,24 @@ def print_report(report: dict[str, Any], say: Any = print) -> None:
         f"trainer restarts: {report['trainer_restarts']}")
     if report["tab_pss_mb_start"]:
         say(f"  memory per tab (PSS MB), start -> end: {report['tab_pss_mb_start']} -> {report['tab_pss_mb_end']}")
+    for line in task_report_lines(report):
+        say(f"  {line}")
     for error in report["errors"]:
         say(f"  error: {error}")
     say(f"  report: {report['png']}")
+
+
+def task_report_lines(report: dict[str, Any]) -> list[str]:
+    """The task metrics at the start and the end, and the reward-gaming verdict in plain words."""
+    first, last = report.get("task_first"), report.get("task_last")
+    if not last:
+        return ["task metrics: no finished episodes reported"]
+    lines = [f"task (last {last.get('episodes', 0)} episodes): {TaskSummary.from_json(last).short()}"]
+    if first and first != last:
+        lines.append(f"  at the first report ({first.get('episodes', 0)} episodes): {TaskSummary.from_json(first).short()}")
+    if report.get("reward_gaming"):
+        lines.append(f"! at the end of the run, {report.get('reward_gaming_message')}")
+    elif report.get("reward_gaming_changes"):
+        spans = [c for c in report["reward_gaming_changes"] if c.get("gaming")]
+        lines.append(f"reward gaming was seen {len(spans)} time(s) (from step {spans[0].get('steps', 0):,}), not at the end")
+    return lines

@@ -29,7 +29,7 @@ from orchestrator.fleet import Fleet
 from orchestrator.monitor import Monitoring, MonitorSettings, NotEnoughMemory, memory_refusal, trainer_threads
 from orchestrator.ports import free_block
 from orchestrator.tabs_command import page_pool_options
-from training.evaluate import evaluate
+from training.evaluate import evaluation_report
 from training.tab_link import LinkDeadlines, PageSettings
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
 from training.vec_env import FleetEnvSettings, make_vec_env
@@ -67,6 +67,7 @@ class RunSummary:
     # why), overtime_s (training past --timesteps for planned faults)
     faults: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
+    task: dict[str, Any] | None = None  # task metrics of the last episodes trained (training/task_metrics.py)
     run_dir: str = ""
     error: str | None = None
 
@@ -165,7 +166,8 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
         with _no_interrupts():
             if monitoring is not None:
                 with contextlib.suppress(Exception):
-                    monitoring.finish(summary.status, {"ok": summary.ok, "error": summary.error, "fps": summary.fps})
+                    monitoring.finish(summary.status, {"ok": summary.ok, "error": summary.error, "fps": summary.fps,
+                                                       **({"task": summary.task} if summary.task else {})})
             if venv is not None:
                 summary.worker_respawns = venv.respawns
                 summary.frozen_steps = venv.frozen_steps
@@ -208,6 +210,7 @@ def _train_job(cfg: RunConfig, fleet: Fleet, venv: Any, events: EventLog, monito
         max_seconds=cfg.hours * 3600 if cfg.hours else None,
         curriculum=cfg.curriculum,
         torch_threads=trainer_threads(envs=cfg.envs),
+        max_episode_steps=cfg.max_episode_steps,
     )
     say(f"[Setup] Trainer: {settings.torch_threads} torch thread(s), leaving the other cores to {cfg.envs} tabs")
     say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
@@ -223,7 +226,7 @@ def _train_job(cfg: RunConfig, fleet: Fleet, venv: Any, events: EventLog, monito
         should_stop=lambda: fleet.fatal if fleet else None,
         on_checkpoint=on_checkpoint,
         on_steps=_both(chaos.on_steps if chaos else None, monitoring.on_steps if monitoring else None),
-        record=lambda fields: events(fields.pop("event"), fields, echo=False),
+        record=_recorder(events, monitoring),
         extra_callbacks=monitoring.callbacks() if monitoring else (),
     )
     _fill(summary, result)
@@ -255,12 +258,10 @@ def _chaos_verdict(chaos: ChaosMonkey, result: TrainResult, summary: RunSummary,
 def _evaluate_job(cfg: RunConfig, venv: Any, summary: RunSummary) -> None:
     policy = str(cfg.load) if cfg.load else "random actions"
     say(f"Evaluating {policy} over {cfg.eval_episodes} episodes on {cfg.envs} tabs (stage {cfg.stage})")
-    result = evaluate(venv, cfg.load, cfg.eval_episodes, seed=cfg.seed)
-    summary.evaluation = asdict(result)
+    summary.evaluation = evaluation_report(venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,
+                                           against_random=cfg.against_random, length_limit=cfg.max_episode_steps)
     summary.status, summary.ok = "completed", True
-    summary.timesteps, summary.episodes = result.steps, result.episodes
-    say(f"[Evaluate] {result.policy}: mean episode reward {result.mean_reward:,.1f} ± {result.std_reward:,.1f} "
-        f"over {result.episodes} episodes (mean length {result.mean_length:,.0f} steps)")
+    summary.timesteps, summary.episodes = summary.evaluation["steps"], summary.evaluation["episodes"]
 
 
 def _fill(summary: RunSummary, result: TrainResult) -> None:
@@ -273,8 +274,21 @@ def _fill(summary: RunSummary, result: TrainResult) -> None:
     summary.fps = round(result.fps, 1)
     summary.checkpoint = str(result.checkpoint) if result.checkpoint else None
     summary.loaded_from = str(result.loaded_from) if result.loaded_from else None
+    summary.task = result.task
     if not summary.ok:
         summary.error = result.message
+
+
+def _recorder(events: EventLog, monitoring: Monitoring | None) -> Any:
+    """The trainer's `record` hook: into the event log, and to the monitor (task metrics for status.json)."""
+
+    def record(fields: dict[str, Any]) -> None:
+        kind = fields.pop("event")
+        if monitoring is not None:
+            monitoring.note_training(kind, fields)
+        events(kind, fields, echo=False)
+
+    return record
 
 
 def _both(*hooks: Any) -> Any:

@@ -1,17 +1,24 @@
-"""Scoring a policy on tabs: mean episode reward of a checkpoint, or of random actions.
+"""Scoring a policy on tabs: a checkpoint, or random actions, by reward and by what it achieved.
 
-The learning check compares the two: PPO after training should clearly beat random driving.
-Episodes cut short by a tab failure are not counted (their reward says nothing of the policy).
+The learning check compares the two: PPO after training should clearly beat random driving, and
+not only by reward: a policy that crashes at once also earns more than random driving when
+per-step penalties are large (issue 19), so the task metrics (training/task_metrics.py) are
+scored beside it and `--against-random` runs both on the same tabs. Episodes cut short by a tab
+failure are not counted (their reward says nothing of the policy).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
+
+from training.task_metrics import FROZEN_KEY, EpisodeOutcome, TaskSummary, ended_by_failure, gaming_verdict
 
 
 @dataclass
@@ -22,6 +29,11 @@ class EvaluationResult:
     std_reward: float
     mean_length: float
     steps: int
+    task: dict[str, Any] = field(default_factory=dict)  # TaskSummary.to_json(): fractions and means
+    outcomes: list[EpisodeOutcome] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "outcomes"}
 
 
 def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic: bool = True, seed: int = 0) -> EvaluationResult:
@@ -31,29 +43,101 @@ def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic
     obs = venv.reset()
     returns = np.zeros(venv.num_envs)
     lengths = np.zeros(venv.num_envs, dtype=int)
-    finished: list[tuple[float, int]] = []
+    outcomes: list[EpisodeOutcome] = []
     steps = 0
-    while len(finished) < episodes:
+    while len(outcomes) < episodes:
         if model is not None:
             actions, _ = model.predict(obs, deterministic=deterministic)
         else:
             actions = rng.uniform(low, high, size=(venv.num_envs, *low.shape)).astype(np.float32)
         obs, rewards, dones, infos = venv.step(actions)
-        frozen = np.array(["tab_waiting" in info for info in infos])  # a slow or replaced tab's pause
-        dones = dones & ~frozen
+        frozen = np.array([FROZEN_KEY in info for info in infos])  # a slow or replaced tab's pause
         returns += rewards
         lengths += ~frozen
         steps += int((~frozen).sum())
-        for i in np.flatnonzero(dones):
-            if "tab_failure" not in infos[i] and "worker_failure" not in infos[i]:
-                finished.append((float(returns[i]), int(lengths[i])))
+        for i in np.flatnonzero(dones & ~frozen):
+            if not ended_by_failure(infos[i]):
+                outcomes.append(EpisodeOutcome.from_info(infos[i], reward=float(returns[i]), length=int(lengths[i])))
             returns[i], lengths[i] = 0.0, 0
-    scores = np.array([r for r, _ in finished[:episodes]])
+    outcomes = outcomes[:episodes]
+    scores = np.array([o.reward for o in outcomes])
     return EvaluationResult(
         policy=str(model_path) if model_path else "random",
         episodes=len(scores),
         mean_reward=float(scores.mean()),
         std_reward=float(scores.std()),
-        mean_length=float(np.mean([n for _, n in finished[:episodes]])),
+        mean_length=float(np.mean([o.length for o in outcomes])),
         steps=steps,
+        task=TaskSummary.of(outcomes).to_json(),
+        outcomes=outcomes,
     )
+
+
+def evaluation_report(
+    venv: VecEnv,
+    model_path: Path | None,
+    episodes: int,
+    *,
+    seed: int = 0,
+    against_random: bool = False,
+    length_limit: int | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """What `lunarfleet evaluate` prints, and writes as the JSON's `evaluation` field: the policy's
+    result, random actions' on the same tabs (`against_random`), and the reward-gaming verdict."""
+    result = evaluate(venv, model_path, episodes, seed=seed)
+    baseline = None
+    if against_random and model_path is not None:
+        baseline = evaluate(venv, None, episodes, seed=seed)
+    elif against_random:
+        say("[Evaluate] --against-random: the policy is random actions already; nothing to compare with")
+    results = [result] + ([baseline] if baseline else [])
+    for r in results:
+        say(f"[Evaluate] {r.policy}: mean episode reward {r.mean_reward:,.1f} ± {r.std_reward:,.1f} "
+            f"over {r.episodes} episodes (mean length {r.mean_length:,.0f} steps)")
+    for line in comparison_lines(results):
+        say(f"[Evaluate] {line}")
+    verdict = gaming_verdict(result.outcomes, result.episodes, length_limit, baseline.mean_reward if baseline else None)
+    if verdict is not None and verdict.ends_early_and_short:
+        say(f"[Evaluate] ! {verdict.sentence()}")
+    return {
+        **result.to_json(),
+        "against_random": baseline.to_json() if baseline else None,
+        "reward_gaming": verdict.to_json() if verdict else None,
+    }
+
+
+# (label, TaskSummary key, kind) of the comparison table's rows after the reward
+TABLE_ROWS = (
+    ("mean episode length", "mean_length", "number"),
+    ("ended early (collision or other end)", "ended_early", "share"),
+    ("collided", "collided", "share"),
+    ("collected an orb", "orb_collected", "share"),
+    ("deposited an orb", "orb_deposited", "share"),
+    ("  in the construction zone", "deposited_construction", "share"),
+    ("  in the berm", "deposited_berm", "share"),
+    ("mean orbs collected", "mean_orbs_collected", "mean"),
+    ("mean orbs deposited", "mean_orbs_deposited", "mean"),
+)
+
+
+def comparison_lines(results: list[EvaluationResult]) -> list[str]:
+    """The task metrics of each result side by side, one column per policy (model, random)."""
+    names = ["model" if r.policy != "random" else "random" for r in results]
+    rows = [("", names), ("episodes", [str(r.episodes) for r in results]),
+            ("mean episode reward", [f"{r.mean_reward:,.1f} ± {r.std_reward:,.1f}" for r in results])]
+    for label, key, kind in TABLE_ROWS:
+        rows.append((label, [_cell(r.task.get(key), kind) for r in results]))
+    label_width = max(len(label) for label, _ in rows)
+    width = max(len(cell) for _, cells in rows for cell in cells) + 2
+    return [f"{label:<{label_width}}" + "".join(f"{cell:>{width}}" for cell in cells) for label, cells in rows]
+
+
+def _cell(value: float | None, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    if kind == "share":
+        return f"{100 * value:.0f}%"
+    if kind == "mean":
+        return f"{value:.2f}"
+    return f"{value:,.0f}"

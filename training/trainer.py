@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from training import checkpoints
 from training.curriculum import CurriculumCallback
+from training.task_metrics import TaskTracker, ended_by_failure
 
 Say = Callable[[str], None]
 
@@ -58,6 +59,7 @@ class TrainSettings:
     keep_checkpoints: int = 0  # 0: keep every periodic checkpoint, as the seed does
     max_seconds: float | None = None  # time budget (--hours)
     curriculum: list[int] | None = None  # stage budgets in steps; None: one fixed stage
+    max_episode_steps: int | None = None  # the episode limit, for the reward-gaming rule (training/task_metrics.py)
     # Asked at and past the target: True trains on, a rollout at a time (--chaos: faults still due).
     train_on: Callable[[int], bool] = lambda steps: False
     ppo: PPOSettings = field(default_factory=PPOSettings)
@@ -75,6 +77,7 @@ class TrainResult:
     elapsed_s: float = 0.0
     fps: float = 0.0
     mean_episode_reward: float | None = None
+    task: dict[str, Any] | None = None  # task metrics of the last episodes (training/task_metrics.py)
     message: str | None = None
     traceback: str | None = None
 
@@ -177,7 +180,7 @@ def train(
 
     stats = RunStats(
         settings.log_interval_s, settings.total_timesteps, say, stop_reason, not settings.progress_bar, on_steps, record,
-        settings.train_on,
+        settings.train_on, max_episode_steps=settings.max_episode_steps,
     )
 
     def periodic(steps: int) -> None:
@@ -232,6 +235,7 @@ def train(
     result.episodes, result.tab_failures = stats.episodes, stats.tab_failures
     result.fps = (result.timesteps - start) / result.elapsed_s if result.elapsed_s > 0 else 0.0
     result.mean_episode_reward = stats.mean_reward()
+    result.task = stats.task.summary().to_json()
     return result
 
 
@@ -248,8 +252,10 @@ class RunStats(BaseCallback):
         on_steps: Callable[[int], None] = lambda steps: None,
         record: Callable[[dict[str, Any]], None] = lambda fields: None,
         train_on: Callable[[int], bool] = lambda steps: False,
+        max_episode_steps: int | None = None,
     ) -> None:
         super().__init__()
+        self.task = TaskTracker(max_episode_steps)  # task metrics and the reward-gaming rule
         self.on_steps, self.train_on = on_steps, train_on
         self.stopped_at_target = False
         self.record = record
@@ -278,12 +284,13 @@ class RunStats(BaseCallback):
         for done, info in zip(self.locals.get("dones", []), infos, strict=False):
             if not done or "tab_waiting" in info:  # a frozen step (training/outages.py)
                 continue
-            if "tab_failure" in info or "worker_failure" in info:
+            if ended_by_failure(info):
                 self.tab_failures += 1
             else:
                 self.episodes += 1
             if "episode" in info:
                 self.rewards.append(float(info["episode"]["r"]))
+        self.task.add_step(self.locals.get("dones", []), infos)
         now = time.monotonic()
         if now - self._last_print >= self.interval_s:
             self._report(now)
@@ -304,14 +311,25 @@ class RunStats(BaseCallback):
         mean = self.mean_reward()
         self.record(
             {"event": "progress", "steps": steps, "fps": round(fps, 1), "episodes": self.episodes,
-             "mean_reward": mean, "tab_failures": self.tab_failures}
+             "mean_reward": mean, "tab_failures": self.tab_failures,
+             "task": self.task.summary().to_json(), "reward_gaming": self.task.gaming}
         )
         if self.print_lines:
             reward = f"{mean:,.1f}" if mean is not None else "n/a"
             self.say(
                 f"[Train] {steps:,}/{self.target:,} steps ({100 * steps / self.target:.0f}%)  {fps:,.0f} steps/s  "
-                f"episodes {self.episodes}  mean reward (last 100) {reward}  tab failures {self.tab_failures}"
+                f"episodes {self.episodes}  mean reward (last 100) {reward}  tab failures {self.tab_failures}  "
+                f"task (last 100): {self.task.summary().short()}"
             )
+
+    def _on_rollout_end(self) -> None:
+        """`task/...` into SB3's logger (TensorBoard), and the reward-gaming warning when its state flips."""
+        for key, value in self.task.summary().scalars().items():
+            self.logger.record(key, value)
+        verdict = self.task.changed()
+        if verdict is not None:
+            self.record({"event": "reward_gaming", "steps": self.model.num_timesteps, **verdict.to_json()})
+            self.say(f"[Train] {'!' if verdict.gaming else '✓'} {verdict.sentence()}")
 
     def mean_reward(self) -> float | None:
         recent = self.rewards[-100:]
