@@ -60,8 +60,9 @@ def _actions() -> np.ndarray:
 
 
 def test_a_hung_tab_gets_frozen_steps_after_the_grace_and_the_other_tab_never_waits_longer() -> None:
+    """The other tab waits at most about the grace (0.3 s) in a step, far from the step deadline (5 s)."""
     port = free_port()
-    with two_tabs(FakePage(port, seed=1, hang_after=3), step_s=2.0, straggler_s=0.3) as (venv, pages, reports):
+    with two_tabs(FakePage(port, seed=1, hang_after=3), step_s=5.0, straggler_s=0.3) as (venv, pages, reports):
         for _ in range(3):
             last, _, _, infos = venv.step(_actions())
         lengths = [info["episode_length"] for info in infos]
@@ -75,7 +76,7 @@ def test_a_hung_tab_gets_frozen_steps_after_the_grace_and_the_other_tab_never_wa
             obs, rewards, dones, infos = venv.step(_actions())
             longest = max(longest, time.monotonic() - t0)
             calls += 1
-            assert time.monotonic() - began < 15, "the hung tab was never replaced"
+            assert time.monotonic() - began < 30, "the hung tab was never replaced"
             if "tab_failure" in infos[0]:
                 break
             assert_frozen(dones[0], infos[0], None, last[0])
@@ -93,11 +94,11 @@ def test_a_hung_tab_gets_frozen_steps_after_the_grace_and_the_other_tab_never_wa
         np.testing.assert_array_equal(infos[0]["terminal_observation"], last[0])
         assert not dones[1] and pages[1].page.steps_answered == 3 + calls  # every vec step, one episode
         assert causes[0] == "slow" and causes[-1] == "hang"
-        assert outage_s >= 2.0  # the step deadline
-        assert longest < 1.5, f"the other tab waited {longest:.2f} s in one step (grace 0.3 s)"
+        assert outage_s >= 5.0  # the step deadline
+        assert longest < 2.5, f"the other tab waited {longest:.2f} s in one step (grace 0.3 s, deadline 5 s)"
         (outage,) = reports.outages()
         assert outage["port"] == port and outage["cause"] == "hang" and outage["frozen_steps"] == calls - 1
-        assert outage["others_longest_wait_s"] < 1.5 and outage["seconds"] >= 2.0
+        assert outage["others_longest_wait_s"] < 2.5 and outage["seconds"] >= 5.0
         assert venv.frozen_steps == calls - 1 and venv.tab_failures == [1, 0]
 
 
@@ -125,35 +126,41 @@ def test_a_slow_tab_that_answers_after_all_goes_on_with_its_episode() -> None:
 
 @pytest.mark.parametrize(("misbehaviour", "cause"), [({"close_after": 3}, "disconnected"), ({"raw_after": 3}, "garbage")])
 def test_a_failed_tab_gets_frozen_steps_at_once_while_its_replacement_comes(misbehaviour: dict[str, Any], cause: str) -> None:
+    """The grace is 30 s (and so is the step deadline): a step that waited for it would show."""
     port = free_port()
-    with two_tabs(FakePage(port, seed=1, **misbehaviour), straggler_s=5.0) as (venv, pages, reports):
+    with two_tabs(FakePage(port, seed=1, **misbehaviour), step_s=30.0, straggler_s=30.0) as (venv, pages, reports):
         for _ in range(3):
             last, _, _, _ = venv.step(_actions())
         began = time.monotonic()
         obs, _, dones, infos = venv.step(_actions())
-        assert time.monotonic() - began < 1.0, "a known failure must not cost the 5 s straggler grace"
+        assert time.monotonic() - began < 10, "a known failure must not cost the 30 s straggler grace"
         assert not dones[1]
         assert_frozen(dones[0], infos[0], cause, last[0])
         pages[0].stop()
+        steps = 0
+        for _ in range(2):  # the other tab steps while no page is there at all
+            obs, _, dones, infos = venv.step(_actions())
+            steps += 1
+            assert not dones[1]
+            assert_frozen(dones[0], infos[0], cause, last[0])
         # The replacement page connects 0.5 s later; the other tab steps meanwhile.
         replacement = PageThread(FakePage(port, seed=3))
         timer = threading.Timer(0.5, replacement.start)
         timer.start()
         try:
-            steps = 0
             while "tab_failure" not in infos[0]:
                 obs, _, dones, infos = venv.step(_actions())
                 steps += 1
-                assert time.monotonic() - began < 10
-            assert dones[0] and infos[0]["tab_failure"] == cause and steps >= 2
+                assert time.monotonic() - began < 30
+            assert dones[0] and infos[0]["tab_failure"] == cause and steps >= 3
             np.testing.assert_array_equal(infos[0]["terminal_observation"], last[0])
             assert infos[0]["episode"]["l"] == 4  # three steps and the failed one; frozen steps not counted
             obs, _, dones, infos = venv.step(_actions())
             assert infos[0]["episode_length"] == 1 and replacement.page.steps_answered == 1
             assert pages[1].page.steps_answered == 3 + 1 + steps + 1 and pages[1].page.episode == 1  # its first
             (outage,) = reports.outages()
-            assert outage["cause"] == cause and outage["seconds"] >= 0.4
-            assert outage["others_longest_wait_s"] < 1.0
+            assert outage["cause"] == cause and outage["seconds"] >= 0.5
+            assert outage["others_longest_wait_s"] < 10
         finally:
             timer.join()
             replacement.stop()
