@@ -617,6 +617,8 @@ class Monitoring:
         status.json (and so the live view and `lunarfleet status`) from the next sample on."""
         if kind == "progress" and fields.get("task") is not None:
             self.sampler.training = {**self.sampler.training, "task": fields["task"]}
+            if fields.get("reward_gaming_now"):  # the warning's figures, refreshed
+                self.sampler.training["reward_gaming"] = fields["reward_gaming_now"]
         elif kind == "reward_gaming":
             self.sampler.training = {**self.sampler.training, "reward_gaming": dict(fields)}
 

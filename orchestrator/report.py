@@ -80,11 +80,16 @@ def _task_report(events: list[dict[str, Any]], progress: list[dict[str, Any]], s
     tasks = [p["task"] for p in progress if (p.get("task") or {}).get("episodes")]
     verdicts = [e for e in events if e.get("event") == "reward_gaming"]
     last = verdicts[-1] if verdicts else None
+    gaming = bool(last and last.get("gaming"))
+    # While gaming, progress events carry the verdict with their own figures: the newest says most.
+    now = [p["reward_gaming_now"] for p in progress if p.get("reward_gaming_now") and p.get("time", 0) >= last.get("time", 0)] if gaming else []
+    message = (now[-1] if now else last or {}).get("message")
     return {
         "task_first": tasks[0] if tasks else None,
         "task_last": summary.get("task") or (tasks[-1] if tasks else None),
-        "reward_gaming": bool(last and last.get("gaming")),
-        "reward_gaming_message": last.get("message") if last else None,
+        "reward_gaming": gaming,
+        "reward_gaming_since_step": last.get("steps") if gaming else None,
+        "reward_gaming_message": message,
         "reward_gaming_changes": [{k: e.get(k) for k in ("steps", "gaming", "message")} for e in verdicts],
     }
 
@@ -150,8 +155,8 @@ def _plot(
     plt.close(fig)
 
 
-TASK_LINES = (("orb_collected", "collected an orb", "tab:green"), ("orb_deposited", "deposited an orb", "tab:blue"),
-              ("collided", "collided", "tab:red"), ("ended_early", "ended early", "tab:orange"))
+TASK_LINES = (("orb_collected", "collected an orb", "tab:green", "-"), ("orb_deposited", "deposited an orb", "tab:blue", "-"),
+              ("ended_early", "ended early", "tab:orange", "-"), ("collided", "collided", "tab:red", "--"))
 
 
 def _plot_task(task_ax: Any, length_ax: Any, events: list[dict[str, Any]], progress: list[dict[str, Any]],
@@ -159,16 +164,17 @@ def _plot_task(task_ax: Any, length_ax: Any, events: list[dict[str, Any]], progr
     """What the episodes achieved beside the reward, with the stretches of reward gaming shaded."""
     points = [(p["steps"], TaskSummary.from_json(p["task"])) for p in progress if (p.get("task") or {}).get("episodes")]
     steps = [s for s, _ in points]
-    for key, label, color in TASK_LINES:
+    for key, label, color, style in TASK_LINES:
         shown = [(s, getattr(t, key)) for s, t in points if getattr(t, key) is not None]
         if shown:
-            task_ax.plot([s for s, _ in shown], [100 * v for _, v in shown], label=label, color=color)
+            task_ax.plot([s for s, _ in shown], [100 * v for _, v in shown], label=label, color=color, linestyle=style)
     task_ax.set(title="Task outcomes (share of the last 100 episodes)", xlabel="steps", ylabel="% of episodes", ylim=(-2, 102))
     length_ax.plot(steps, [t.mean_length for _, t in points], color="tab:purple", label="mean episode length")
     if length_limit:
         length_ax.axhline(SHORT_FRACTION_OF_LIMIT * length_limit, color="tab:red", linestyle=":",
                           label=f"{SHORT_FRACTION_OF_LIMIT:.0%} of the limit ({length_limit:,})")
     length_ax.set(title="Mean episode length (last 100 episodes)", xlabel="steps", ylabel="steps")
+    length_ax.set_ylim(bottom=0)
     end = steps[-1] if steps else 0
     on: float | None = None
     for e in [e for e in events if e.get("event") == "reward_gaming"] + [{"gaming": False, "steps": end, "end": True}]:
@@ -225,7 +231,8 @@ def task_report_lines(report: dict[str, Any]) -> list[str]:
     if first and first != last:
         lines.append(f"  at the first report ({first.get('episodes', 0)} episodes): {TaskSummary.from_json(first).short()}")
     if report.get("reward_gaming"):
-        lines.append(f"! at the end of the run, {report.get('reward_gaming_message')}")
+        since = report.get("reward_gaming_since_step")
+        lines.append(f"! from step {since or 0:,} to the end of the run, {report.get('reward_gaming_message')}")
     elif report.get("reward_gaming_changes"):
         spans = [c for c in report["reward_gaming_changes"] if c.get("gaming")]
         lines.append(f"reward gaming was seen {len(spans)} time(s) (from step {spans[0].get('steps', 0):,}), not at the end")

@@ -178,6 +178,7 @@ def test_run_stats_logs_task_scalars_and_reports_reward_gaming_once() -> None:
     stats._report(1e12)
     progress = events[-1]
     assert progress["event"] == "progress" and progress["reward_gaming"] is True and progress["task"]["episodes"] == 100
+    assert progress["reward_gaming_now"]["gaming"] is True and progress["reward_gaming_now"]["reward_now"] == -205.0
     assert "task (last 100): orb collected" in said[-1]
 
 
@@ -194,6 +195,21 @@ def test_live_view_and_status_show_task_metrics_and_the_warning() -> None:
     assert "episodes (last" not in render({"run_id": "r", "tabs": []}), "nothing before the first progress report"
 
 
+def test_monitor_takes_task_metrics_and_the_refreshed_warning_from_the_trainer_events() -> None:
+    from orchestrator.monitor import Monitoring
+
+    monitoring = Monitoring.__new__(Monitoring)  # only its hook, without a fleet
+    monitoring.sampler = SimpleNamespace(training={})  # type: ignore[assignment]
+    task = TaskSummary.of([EpisodeOutcome.from_info(crash())]).to_json()
+    monitoring.note_training("progress", {"task": task, "reward_gaming": False, "reward_gaming_now": None})
+    assert monitoring.sampler.training == {"task": task}
+    monitoring.note_training("reward_gaming", {"gaming": True, "message": "old figures"})
+    monitoring.note_training("progress", {"task": task, "reward_gaming_now": {"gaming": True, "message": "new figures"}})
+    assert monitoring.sampler.training["reward_gaming"]["message"] == "new figures"
+    monitoring.note_training("reward_gaming", {"gaming": False, "message": "no reward gaming: ..."})
+    assert monitoring.sampler.training["reward_gaming"]["gaming"] is False
+
+
 def _write_run(run_dir: Path, gaming_at: int | None) -> None:
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"max_episode_steps": LIMIT}))
@@ -203,7 +219,9 @@ def _write_run(run_dir: Path, gaming_at: int | None) -> None:
         infos = [crash()] * 100 if crashing else [drive(-1000.0)] * 100
         task = TaskSummary.of([EpisodeOutcome.from_info(x) for x in infos]).to_json()
         records.append({"time": 100.0 + i, "event": "progress", "steps": i * 1000, "fps": 100.0, "episodes": 100 * i,
-                        "mean_reward": task["mean_reward"], "tab_failures": 0, "task": task, "reward_gaming": crashing})
+                        "mean_reward": task["mean_reward"], "tab_failures": 0, "task": task, "reward_gaming": crashing,
+                        "reward_gaming_now": {"gaming": True, "message": f"reward gaming: figures of step {i * 1000}"}
+                        if crashing and i * 1000 > gaming_at else None})
         if gaming_at is not None and i * 1000 == gaming_at:
             verdict = _tracker([drive(-1100.0)] * 20, [crash()] * 100).verdict()
             records.append({"time": 100.5 + i, "event": "reward_gaming", "steps": i * 1000, **verdict.to_json()})  # type: ignore[union-attr]
@@ -213,13 +231,14 @@ def _write_run(run_dir: Path, gaming_at: int | None) -> None:
 def test_morning_report_has_a_task_panel_and_says_reward_gaming(tmp_path: Path) -> None:
     _write_run(tmp_path / "gaming", gaming_at=3000)
     report = build_report(tmp_path / "gaming")
-    assert report["reward_gaming"] is True and "reward gaming" in report["reward_gaming_message"]
+    assert report["reward_gaming"] is True and report["reward_gaming_since_step"] == 3000
+    assert report["reward_gaming_message"] == "reward gaming: figures of step 5000", "the newest figures, not the flip's"
     assert report["task_first"]["collided"] == 0.0 and report["task_last"]["collided"] == 1.0
     assert (tmp_path / "gaming" / "report.png").stat().st_size > 0
     said: list[str] = []
     print_report(report, said.append)
     assert any("task (last 100 episodes): orb collected 0%" in s for s in said)
-    assert any(s.startswith("  ! at the end of the run, reward gaming:") for s in said)
+    assert any(s.startswith("  ! from step 3,000 to the end of the run, reward gaming:") for s in said)
 
     _write_run(tmp_path / "fine", gaming_at=None)
     fine = build_report(tmp_path / "fine")

@@ -166,6 +166,7 @@ class GamingVerdict:
     ended_early: float
     collided: float | None
     orb_collected: float | None
+    orb_deposited: float | None
     mean_length: float
     length_limit: int
     reward_before: float | None
@@ -184,7 +185,7 @@ class GamingVerdict:
         if self.collided is not None:
             how += f" ({_pct(self.collided)} in a collision)"
         return (f"{how} after {_num(self.mean_length)} steps on average (limit {self.length_limit:,}); "
-                f"{_pct(self.orb_collected)} collected an orb")
+                f"{_pct(self.orb_collected)} collected an orb, {_pct(self.orb_deposited)} deposited one")
 
     def sentence(self) -> str:
         """What the figures mean and what to do, in plain words."""
@@ -221,7 +222,8 @@ def gaming_verdict(
     rising = None if reward_before is None or now is None else now > reward_before
     return GamingVerdict(
         ends_early_and_short=short, reward_rising=rising, episodes_seen=episodes_seen, window=len(recent),
-        ended_early=early, collided=summary.collided, orb_collected=summary.orb_collected, mean_length=length,
+        ended_early=early, collided=summary.collided, orb_collected=summary.orb_collected,
+        orb_deposited=summary.orb_deposited, mean_length=length,
         length_limit=int(length_limit), reward_before=reward_before, reward_now=now,
     )
 
@@ -235,6 +237,7 @@ class TaskTracker:
         self.first_rewards: list[float] = []
         self.seen = 0
         self.gaming = False  # the state last reported by `changed`
+        self.latest: GamingVerdict | None = None  # the verdict of the last `changed` call, with today's figures
 
     def add_step(self, dones: Sequence[bool], infos: Sequence[Mapping[str, Any]]) -> None:
         """One vec step's dones and infos (as SB3 hands them to callbacks)."""
@@ -257,9 +260,13 @@ class TaskTracker:
         recent = list(self.recent)[-max(self.seen - len(first), 1):]
         return gaming_verdict(recent, self.seen, self.length_limit, _mean(first))
 
+    def gaming_now(self) -> dict[str, Any] | None:
+        """The latest verdict's figures while the run is reward gaming (for progress events), else None."""
+        return self.latest.to_json() if self.gaming and self.latest is not None else None
+
     def changed(self) -> GamingVerdict | None:
         """The verdict when the gaming state flipped since the last call (the first report is a flip to on)."""
-        verdict = self.verdict()
+        verdict = self.latest = self.verdict()
         if verdict is None or verdict.gaming == self.gaming:
             return None
         self.gaming = verdict.gaming

@@ -312,7 +312,8 @@ class RunStats(BaseCallback):
         self.record(
             {"event": "progress", "steps": steps, "fps": round(fps, 1), "episodes": self.episodes,
              "mean_reward": mean, "tab_failures": self.tab_failures,
-             "task": self.task.summary().to_json(), "reward_gaming": self.task.gaming}
+             "task": self.task.summary().to_json(), "reward_gaming": self.task.gaming,
+             "reward_gaming_now": self.task.gaming_now()}
         )
         if self.print_lines:
             reward = f"{mean:,.1f}" if mean is not None else "n/a"
