@@ -249,7 +249,8 @@ def test_morning_report_has_a_task_panel_and_says_reward_gaming(tmp_path: Path) 
 
 
 class _FakeVecEnv:
-    """Two envs: env 0 crashes every 3 steps, env 1 is frozen or fails now and then."""
+    """Env 0 crashes every 3 steps (reward -1 a step, an orb collected); env 1 gets a frozen step
+    every 4, a tab failure every 8, and ends a real episode every 8 (reward 1 a real step)."""
 
     num_envs = 2
     action_space = gym.spaces.Box(low=np.array([-1.0, -1.0, 0.0], dtype=np.float32), high=np.ones(3, dtype=np.float32))
@@ -265,20 +266,26 @@ class _FakeVecEnv:
         obs = np.zeros((2, 30), dtype=np.float32)
         infos: list[dict[str, Any]] = [{"episode_length": 0}, {"episode_length": 0}]
         dones = np.array([self.t % 3 == 0, self.t % 2 == 0])
+        rewards = np.array([-1.0, 0.0 if self.t % 4 == 2 or self.t % 8 == 4 else 1.0])
         if dones[0]:
             infos[0] = sim_info(3, collided=True, orbs=1)
-        if dones[1]:
-            infos[1] = frozen_info("slow", obs[1]) if self.t % 4 == 0 else {"tab_failure": "crash"}
-        return obs, np.array([-1.0, 5.0]), dones, infos
+        if self.t % 4 == 2:
+            infos[1] = frozen_info("slow", obs[1])
+        elif self.t % 8 == 4:
+            infos[1] = {"tab_failure": "crash"}
+        elif self.t % 8 == 0:
+            infos[1] = sim_info(3, collided=False)
+        return obs, rewards, dones, infos
 
 
-def test_evaluate_scores_task_metrics_and_skips_frozen_steps_and_failures() -> None:
+def test_evaluate_scores_task_metrics_spread_over_the_envs_and_skips_frozen_steps_and_failures() -> None:
     result = evaluate(_FakeVecEnv(), None, episodes=4)  # type: ignore[arg-type]
-    assert result.episodes == 4 and result.mean_reward == -3.0 and result.mean_length == 3
-    assert result.task["collided"] == 1.0 and result.task["orb_collected"] == 1.0 and result.task["episodes"] == 4
+    assert result.episodes == 4 and result.mean_length == 3
+    assert result.mean_reward == 0.0, "two crashes of env 0 (-3 each) and two episodes of env 1 (+3 each)"
+    assert result.task["collided"] == 0.5 and result.task["orb_collected"] == 0.5 and result.task["episodes"] == 4
     said: list[str] = []
     evaluation = evaluation_report(_FakeVecEnv(), None, 4, against_random=True, length_limit=LIMIT, say=said.append)  # type: ignore[arg-type]
-    assert evaluation["task"]["collided"] == 1.0 and evaluation["against_random"] is None
+    assert evaluation["task"]["collided"] == 0.5 and evaluation["against_random"] is None
     assert "outcomes" not in evaluation and evaluation["reward_gaming"] is None  # fewer than MIN_EPISODES
     assert any("nothing to compare with" in s for s in said)
     table = comparison_lines([result, result])

@@ -37,7 +37,11 @@ class EvaluationResult:
 
 
 def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic: bool = True, seed: int = 0) -> EvaluationResult:
+    """`episodes` episodes, spread evenly over the envs as SB3's evaluate_policy does: taking the
+    first ones to end would favour short episodes (crashes), the more so the more envs."""
     model = PPO.load(model_path, device="cpu") if model_path else None
+    targets = np.array([(episodes + i) // venv.num_envs for i in range(venv.num_envs)])
+    counts = np.zeros(venv.num_envs, dtype=int)
     rng = np.random.default_rng(seed)
     low, high = venv.action_space.low, venv.action_space.high
     obs = venv.reset()
@@ -56,10 +60,10 @@ def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic
         lengths += ~frozen
         steps += int((~frozen).sum())
         for i in np.flatnonzero(dones & ~frozen):
-            if not ended_by_failure(infos[i]):
+            if not ended_by_failure(infos[i]) and counts[i] < targets[i]:
+                counts[i] += 1
                 outcomes.append(EpisodeOutcome.from_info(infos[i], reward=float(returns[i]), length=int(lengths[i])))
             returns[i], lengths[i] = 0.0, 0
-    outcomes = outcomes[:episodes]
     scores = np.array([o.reward for o in outcomes])
     return EvaluationResult(
         policy=str(model_path) if model_path else "random",
