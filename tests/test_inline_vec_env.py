@@ -171,16 +171,22 @@ def test_null_envs_have_the_tab_envs_spaces_and_end_episodes_as_truncations() ->
 # ---- real tabs -----------------------------------------------------------------------------
 @contextlib.contextmanager
 def inline_tabs(
-    ports: tuple[int, int], tabs: int, sims: int, max_steps: int = 100_000, step_s: float = 2.0, hang_s: float = 3.0
+    ports: tuple[int, int], tabs: int, sims: int, max_steps: int = 100_000, step_s: float = 30.0, hang_s: float = 30.0,
+    straggler_s: float = 30.0,
 ) -> Iterator[tuple[InlineVecEnv, TabPool, LoopThread]]:
-    """An InlineVecEnv over `tabs` headless tabs of the embedded page, K = `sims` each."""
+    """An InlineVecEnv over `tabs` headless tabs of the embedded page, K = `sims` each.
+
+    The deadlines and the straggler grace default to 30 s: no step of a busy machine is taken for a
+    hang or a straggler unless a test asks for short ones.
+    """
     app_port, base = ports
     port_list = list(range(base, base + tabs))
     app = AppServer(app_port)
     loop = LoopThread("test-pool")
     venv = pool = None
     try:
-        venv = InlineVecEnv(port_list, PageSettings(max_episode_steps=max_steps), LinkDeadlines(step_s=step_s, connect_s=60.0), sims=sims)
+        venv = InlineVecEnv(port_list, PageSettings(max_episode_steps=max_steps), LinkDeadlines(step_s=step_s, connect_s=60.0),
+                            sims=sims, straggler_s=straggler_s)
         urls = [f"http://localhost:{app_port}/?wsPort={p}&maxSteps={max_steps}&seed={i}&sims={sims}" for i, p in enumerate(port_list)]
         choice = find_chromium(None, playwright_chromium())
         pool = TabPool(urls, port_list, LaunchOptions(executable=choice.executable), PoolSettings(hang_s=hang_s))
@@ -202,7 +208,11 @@ def _still(venv: InlineVecEnv) -> np.ndarray:
 @pytest.mark.browser
 @pytest.mark.parametrize(("kind", "sims"), [("crash", 1), ("crash", 4), ("hang", 4), ("garbage", 1), ("garbage", 4), ("disconnect", 4)])
 def test_a_tab_fault_truncates_only_that_tabs_envs_and_the_other_tab_steps_throughout(kind: str, sims: int, ports, no_leftovers) -> None:
-    with inline_tabs(ports, 2, sims) as (venv, pool, loop):
+    # A hang is known only at the step deadline or the pool's heartbeat (6 s): the other tab waits the
+    # grace (0.2 s) and steps on. Any other fault is known at once: with a 30 s grace and deadline, a
+    # wait for either would show.
+    timing = {"step_s": 6.0, "hang_s": 6.0, "straggler_s": 0.2} if kind == "hang" else {"step_s": 30.0, "straggler_s": 30.0}
+    with inline_tabs(ports, 2, sims, **timing) as (venv, pool, loop):
         obs = venv.reset()
         assert obs.shape == (2 * sims, 30)
         for _ in range(5):
@@ -244,8 +254,9 @@ def test_a_tab_fault_truncates_only_that_tabs_envs_and_the_other_tab_steps_throu
         assert not dones.any()
         assert [info["episode_length"] for info in infos[hit]] == [1] * sims
         assert venv.tab_failures[0] >= 1 and venv.tab_failures[1] == 0
-        # The other tab never waited long: a few ms a step, the straggler grace (0.5 s) for a hang.
-        assert longest < 2.0 < outage_s if kind == "hang" else longest < 1.0
+        # The other tab never waited long: a few ms a step, the straggler grace (0.2 s) for a hang.
+        print(f"{kind}, {sims} sims: the other tab's longest step {longest:.3f} s, outage {outage_s:.2f} s")
+        assert longest < 3.0 and outage_s > 5.0 if kind == "hang" else longest < 10, (longest, outage_s)
         if kind in ("crash", "hang"):
             # the pool replaced the tab (it counts the restart once the new page is fully open)
             deadline = time.monotonic() + 15
