@@ -18,13 +18,14 @@ from training.protocol import OBS_SIZE
 from training.tab_env import TabEnv
 from training.tab_link import LinkDeadlines, PageSettings
 
-STEP_S = 0.5
+STEP_S = 30.0  # the step deadline: no busy machine's slow fake page is taken for a hang
+HANG_S = 2.0  # ... but for the test of a hang
 ACTION = np.array([0.5, -0.25, 1.0], dtype=np.float32)
 
 
 @contextlib.contextmanager
-def tab_env(settings: PageSettings | None = None, connect_s: float = 5.0, **kwargs: Any) -> Iterator[TabEnv]:
-    env = TabEnv(free_port(), settings or PageSettings(), LinkDeadlines(step_s=STEP_S, connect_s=connect_s), **kwargs)
+def tab_env(settings: PageSettings | None = None, connect_s: float = 30.0, step_s: float = STEP_S, **kwargs: Any) -> Iterator[TabEnv]:
+    env = TabEnv(free_port(), settings or PageSettings(), LinkDeadlines(step_s=step_s, connect_s=connect_s), **kwargs)
     try:
         yield env
     finally:
@@ -71,7 +72,7 @@ def test_action_outside_bounds_is_clipped_before_it_reaches_the_page() -> None:
 
 
 def test_hang_mid_episode_is_a_truncated_step_and_the_next_reset_uses_the_replacement() -> None:
-    with tab_env() as env:
+    with tab_env(step_s=HANG_S) as env:
         with page_on(env, seed=1, hang_after=3) as hung:
             env.reset()
             for _ in range(3):
@@ -85,8 +86,8 @@ def test_hang_mid_episode_is_a_truncated_step_and_the_next_reset_uses_the_replac
             np.testing.assert_array_equal(obs, last_good)
             assert obs is not last_good
             assert info["tab_failure"] == "hang"
-            assert "0.5" in info["tab_failure_detail"]
-            assert STEP_S * 0.9 <= elapsed < STEP_S + 3.0
+            assert f"within {HANG_S:g} s" in info["tab_failure_detail"]
+            assert HANG_S * 0.9 <= elapsed < HANG_S + 3.0
             assert env.tab_failures == 1
             with pytest.raises(RuntimeError, match="reset"):
                 env.step(ACTION)  # the episode is over until the next reset
