@@ -111,7 +111,8 @@ def test_a_policy_that_crashes_at_once_while_reward_rises_is_reward_gaming() -> 
     assert verdict.mean_length == 40 and verdict.reward_before == -1100.0 and verdict.reward_now == -205.0
     text = verdict.sentence()
     assert "reward gaming" in text and "100% of the last 100 episodes ended early (100% in a collision)" in text
-    assert "-1,100.0 to -205.0" in text and "not the task" in text
+    assert "the mean reward, -205.0, is above that of the run's first episodes, -1,100.0" in text
+    assert "not the task" in text and "0% deposited one" in text
     assert verdict.to_json()["gaming"] is True and verdict.to_json()["message"] == text
 
 
@@ -290,3 +291,22 @@ def test_evaluate_scores_task_metrics_spread_over_the_envs_and_skips_frozen_step
     assert any("nothing to compare with" in s for s in said)
     table = comparison_lines([result, result])
     assert table[0].split() == ["random", "random"] and any(line.startswith("collected an orb") for line in table)
+
+
+def test_evaluate_against_random_calls_a_crashing_model_that_beats_random_reward_gaming(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.evaluate as evaluation
+
+    def fake_evaluate(venv: Any, model_path: Path | None, episodes: int, **kwargs: Any) -> evaluation.EvaluationResult:
+        infos = [crash(-65.0)] * episodes if model_path else [drive(-1100.0)] * episodes
+        outcomes = [EpisodeOutcome.from_info(i) for i in infos]
+        summary = TaskSummary.of(outcomes)
+        return evaluation.EvaluationResult(str(model_path or "random"), episodes, summary.mean_reward or 0.0, 0.0,
+                                           summary.mean_length or 0.0, 40 * episodes, summary.to_json(), outcomes)
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    said: list[str] = []
+    result = evaluation.evaluation_report(None, Path("m.zip"), 40, against_random=True, length_limit=LIMIT, say=said.append)  # type: ignore[arg-type]
+    assert result["reward_gaming"]["gaming"] is True and result["against_random"]["task"]["orb_collected"] == 1.0
+    assert "above that of random actions on the same tabs, -1,100.0" in result["reward_gaming"]["message"]
+    assert any(s.split()[1:] == ["model", "random"] for s in said)
+    assert any(s.startswith("[Evaluate] ! reward gaming:") for s in said)

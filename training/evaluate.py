@@ -101,7 +101,8 @@ def evaluation_report(
             f"over {r.episodes} episodes (mean length {r.mean_length:,.0f} steps)")
     for line in comparison_lines(results):
         say(f"[Evaluate] {line}")
-    verdict = gaming_verdict(result.outcomes, result.episodes, length_limit, baseline.mean_reward if baseline else None)
+    verdict = gaming_verdict(result.outcomes, result.episodes, length_limit,
+                             baseline.mean_reward if baseline else None, baseline="random actions on the same tabs")
     if verdict is not None and verdict.ends_early_and_short:
         say(f"[Evaluate] ! {verdict.sentence()}")
     return {

@@ -171,6 +171,7 @@ class GamingVerdict:
     length_limit: int
     reward_before: float | None
     reward_now: float | None
+    baseline: str = "the run's first episodes"  # whose mean reward `reward_before` is
 
     @property
     def gaming(self) -> bool:
@@ -190,11 +191,11 @@ class GamingVerdict:
     def sentence(self) -> str:
         """What the figures mean and what to do, in plain words."""
         if self.gaming:
-            return (f"reward gaming: {self.facts()}, while the mean reward rose from {_num(self.reward_before, 1)} "
-                    f"to {_num(self.reward_now, 1)}. The policy is learning to end episodes early, which costs "
-                    "less than the per-step penalties of driving on, not the task: the higher reward is no sign of "
-                    "learning. Judge the run by its task metrics; make ending early cost more than driving "
-                    "(rewards, stage), or stop and change them before training longer.")
+            return (f"reward gaming: {self.facts()}, while the mean reward, {_num(self.reward_now, 1)}, is above "
+                    f"that of {self.baseline}, {_num(self.reward_before, 1)}. The policy ends its episodes early on "
+                    "purpose, which costs less than the per-step penalties of driving on; that is not the task, "
+                    "and the higher reward is no sign of learning. Judge the run by its task metrics; make ending "
+                    "early cost more than driving (rewards, stage) before training longer.")
         if self.ends_early_and_short:
             rose = "" if self.reward_rising is None else " (the mean reward did not rise)"
             return (f"episodes end early: {self.facts()}{rose}. Compare with random actions "
@@ -203,7 +204,8 @@ class GamingVerdict:
 
 
 def gaming_verdict(
-    recent: Sequence[EpisodeOutcome], episodes_seen: int, length_limit: int | None, reward_before: float | None
+    recent: Sequence[EpisodeOutcome], episodes_seen: int, length_limit: int | None, reward_before: float | None,
+    baseline: str = "the run's first episodes",
 ) -> GamingVerdict | None:
     """The rule, on the most recent episodes (at most WINDOW); None until MIN_EPISODES were seen.
 
@@ -224,7 +226,7 @@ def gaming_verdict(
         ends_early_and_short=short, reward_rising=rising, episodes_seen=episodes_seen, window=len(recent),
         ended_early=early, collided=summary.collided, orb_collected=summary.orb_collected,
         orb_deposited=summary.orb_deposited, mean_length=length,
-        length_limit=int(length_limit), reward_before=reward_before, reward_now=now,
+        length_limit=int(length_limit), reward_before=reward_before, reward_now=now, baseline=baseline,
     )
 
 
