@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train PPO (resumes the newest checkpoint)", description="Train PPO in N headless tabs. Resumes the newest checkpoint in --models-dir unless --no-auto-load; Ctrl+C saves lunar_rover_ppo_interrupted.zip and exits cleanly.")
+    train = sub.add_parser("train", help="train PPO (resumes the newest checkpoint)", description="Train PPO in N headless tabs. Resumes the newest checkpoint in --models-dir unless --no-auto-load; Ctrl+C saves lunar_rover_ppo_interrupted.zip and exits cleanly. Progress shows the mean reward beside the task metrics of the last 100 episodes (orbs collected and deposited, collisions, episode length; TensorBoard task/...), and warns when the policy games the reward by ending episodes early.")
     _add_training_options(train, envs=4, timesteps=1_000_000, smoke=False)
     train.add_argument("--load", type=Path, metavar="PATH", help="start from this checkpoint instead of the newest one")
     train.add_argument("--no-auto-load", action="store_true", help="start a fresh model even if checkpoints exist")
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(evaluate, envs=4, timesteps=1, smoke=True)
     evaluate.set_defaults(chaos=None, keep=True)
 
-    report = sub.add_parser("report", help="the morning report of a run: summary JSON and a PNG of reward, speed, restarts, memory", description="Write report.json and report.png into a run folder (the newest under runs/ by default) and print the summary. Works for finished, running and killed runs.")
+    report = sub.add_parser("report", help="the morning report of a run: summary JSON and a PNG of reward, task outcomes, speed, restarts, memory", description="Write report.json and report.png into a run folder (the newest under runs/ by default) and print the summary: reward beside the task metrics of the last episodes (orbs collected and deposited, collisions, episode length), and whether the run was reward gaming (most episodes ending early in a collision while the reward rises). Works for finished, running and killed runs.")
     report.add_argument("run_dir", nargs="?", type=Path, help="run folder (default: the newest in runs/)")
     report.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
 
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     tabs.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where the run folder goes (events.jsonl, status.json, videos/) (default runs/)")
     _add_tab_options(tabs)
 
-    status = sub.add_parser("status", help="print the per-tab table of a running or finished run", description="Print the per-tab table (state, steps/s, restarts, CPU, memory) of a run from its status.json, which a running run rewrites every few seconds. Default: the newest run under --runs-dir.")
+    status = sub.add_parser("status", help="print the per-tab table of a running or finished run", description="Print the per-tab table (state, steps/s, restarts, CPU, memory) of a run from its status.json, which a running run rewrites every few seconds, under a header with the task metrics of its last episodes (mean reward, orb collected, deposited, collided, mean length) and the reward-gaming warning while it holds. Default: the newest run under --runs-dir.")
     status.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder, e.g. runs/20250101-120000-train (default: the newest)")
     status.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
 
