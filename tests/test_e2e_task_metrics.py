@@ -89,3 +89,24 @@ def test_evaluate_random_actions_writes_the_task_metrics(tmp_path: Path, ports, 
     assert task["mean_orbs_collected"] >= 0 and task["mean_reward"] == pytest.approx(evaluation["mean_reward"], abs=1e-3)
     assert evaluation["against_random"] is None
     assert "collected an orb" in result.stdout and "mean orbs collected" in result.stdout
+
+
+def test_evaluate_scores_the_task_metrics_of_the_original_apps_protocol(tmp_path: Path, ports, no_leftovers) -> None:
+    """The compatibility page speaks the original app's protocol (real-time, its own info keys)."""
+    from orchestrator.app_server import AppServer
+
+    app, base = ports
+    out = tmp_path / "compat.json"
+    server = AppServer(app, Path(__file__).resolve().parent / "compat_app")
+    try:
+        result = run_cli(["evaluate", "--episodes", "4", "--envs", "2", "--max-episode-steps", "40", "--json", str(out),
+                          "--url", f"http://localhost:{app}/?wsPort={{port}}&maxSteps={{max_steps}}",
+                          "--base-port", str(base), "--runs-dir", str(tmp_path / "runs"), "--progress", "lines",
+                          "--no-monitor"], cwd=tmp_path)
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    task = json.loads(out.read_text())["evaluation"]["task"]
+    assert task["episodes"] == 4 and 0 < task["mean_length"] <= 40
+    for key in TASK_KEYS - {"episodes", "mean_reward", "mean_length"}:
+        assert task[key] is not None, (key, task)  # the original app reports them all
