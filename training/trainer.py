@@ -274,12 +274,7 @@ class RunStats(BaseCallback):
 
     def _on_step(self) -> bool:
         self.on_steps(self.model.num_timesteps)
-        steps = self.model.num_timesteps
-        if steps >= self.target and not self._last_step_of_rollout() and not self.train_on(steps):
-            # Stop exactly at the target (a resumed run must not overshoot it); the partial
-            # rollout is dropped. At a rollout's end SB3 trains on it and stops by itself.
-            self.stopped_at_target = True
-            return False
+        # This step's episodes count even when it is the last one (the step was made).
         infos: list[dict[str, Any]] = self.locals.get("infos", [])
         for done, info in zip(self.locals.get("dones", []), infos, strict=False):
             if not done or "tab_waiting" in info:  # a frozen step (training/outages.py)
@@ -291,6 +286,12 @@ class RunStats(BaseCallback):
             if "episode" in info:
                 self.rewards.append(float(info["episode"]["r"]))
         self.task.add_step(self.locals.get("dones", []), infos)
+        steps = self.model.num_timesteps
+        if steps >= self.target and not self._last_step_of_rollout() and not self.train_on(steps):
+            # Stop exactly at the target (a resumed run must not overshoot it); the partial
+            # rollout is dropped. At a rollout's end SB3 trains on it and stops by itself.
+            self.stopped_at_target = True
+            return False
         now = time.monotonic()
         if now - self._last_print >= self.interval_s:
             self._report(now)
