@@ -208,6 +208,7 @@ def test_ppo_trains_through_the_compat_page_and_its_watchdog_costs_only_episodes
         steps = _checkpoint_steps(read_events(run_dir))
         events_once(lambda ev: _checkpoint_steps(ev) >= steps + 2 * rollout, 180, "two more rollouts")
         events_once(lambda ev: _unrecovered(ev) == 0, 90, "every watchdog drop recovered")
+        before_stop = len(read_events(run_dir))  # sockets closing at Ctrl+C are no failure of the pages
         proc.send_signal(signal.SIGINT)
         text = output.finish(timeout=120)
     assert proc.returncode == 130, text  # stopped with Ctrl+C: interrupted, its checkpoint saved
@@ -223,7 +224,8 @@ def test_ppo_trains_through_the_compat_page_and_its_watchdog_costs_only_episodes
     watchdog = [e for e in events if e["event"] == "env_saw_failure" and e["cause"] == "watchdog"]
     assert len(watchdog) >= 2 * SILENCES, kinds
     assert {e["tab"] for e in watchdog} == {0, 1}
-    assert all(e["cause"] == "watchdog" for e in events if e["event"] == "env_saw_failure"), kinds
+    failures = [e for e in events[:before_stop] if e["event"] == "env_saw_failure"]
+    assert all(e["cause"] == "watchdog" for e in failures), failures
     # each drop was handled by the page reconnecting by itself: recovered, never replaced (a drop in
     # a PPO update just before Ctrl+C may be cut short by the stop)
     assert sum(1 for e in events if e["event"] == "tab_recovered" and e["cause"] == "watchdog") >= len(watchdog) - 2
