@@ -141,10 +141,14 @@ def test_the_inline_vec_env_gives_frozen_steps_while_the_page_is_away_and_the_ot
 
 # ---- real Chromium ---------------------------------------------------------------------------------
 # How long the trainer is made silent (SIGSTOP) to trip the compat page's watchdog: it sends its
-# restart_request after 1 s without an action, closes its socket 2 s later and reconnects 1 s after
-# that, so the trainer is back (3 s) before the page reconnects, with 2 s to spare for a busy machine.
-SILENT_S = 3.0
+# restart_request after 1 s without an action (checked every 0.1 s), closes its socket 2 s later and
+# reconnects 1 s after that. At 2.5 s the watchdog has had 1.4 s to spare, and the trainer has 1.6 s
+# to step again (and read the restart_request) before the page is back.
+SILENT_S = 2.5
 SILENCES = 3
+# The page's own drops: seen at the close ("watchdog": its restart_request came just before), or only
+# once the page is back ("page_reconnected": the trainer was busy meanwhile, at start-up say).
+PAGE_DROPS = ("watchdog", "page_reconnected")
 
 
 def _checkpoint_steps(events: list[dict]) -> int:
@@ -165,7 +169,9 @@ def test_ppo_trains_through_the_compat_page_and_its_watchdog_costs_only_episodes
     out, runs = tmp_path / "out.json", tmp_path / "runs"
     rollout = 128 * 2  # --n-steps x --envs; a checkpoint at every rollout's end (--save-freq)
     args = [
-        "smoke", "--envs", "2", "--timesteps", "100000000", "--n-steps", "128", "--save-freq", str(rollout),
+        # one minibatch per epoch: an update is 10 gradient steps, so the trainer is soon back to stepping
+        "smoke", "--envs", "2", "--timesteps", "100000000", "--n-steps", "128", "--batch-size", str(rollout),
+        "--save-freq", str(rollout),
         "--vec-env", "inline",  # every env socket lives in the trainer process: stopping it silences them all
         "--base-port", str(base), "--json", str(out), "--runs-dir", str(runs), "--models-dir", str(tmp_path / "models"),
         "--progress", "lines", "--no-monitor",
@@ -199,16 +205,15 @@ def test_ppo_trains_through_the_compat_page_and_its_watchdog_costs_only_episodes
                 os.kill(proc.pid, signal.SIGCONT)
 
             def both_back(ev: list[dict], seen: int = seen) -> bool:
-                asked = {e["tab"] for e in ev[seen:] if e["event"] == "restart_request"}
-                failed = {e["tab"] for e in ev[seen:] if e["event"] == "env_saw_failure"}
-                return asked == failed == {0, 1} and _unrecovered(ev) == 0
+                dropped = {e["tab"] for e in ev[seen:] if e["event"] == "env_saw_failure" and e["cause"] in PAGE_DROPS}
+                return dropped == {0, 1} and _unrecovered(ev) == 0
 
             events_once(both_back, 90, f"silence {silence + 1}: both pages' watchdogs fired and they came back")
         # PPO trains on after the last drop: two more rollout ends, so at least one more update.
         steps = _checkpoint_steps(read_events(run_dir))
         events_once(lambda ev: _checkpoint_steps(ev) >= steps + 2 * rollout, 180, "two more rollouts")
-        events_once(lambda ev: _unrecovered(ev) == 0, 90, "every watchdog drop recovered")
-        before_stop = len(read_events(run_dir))  # sockets closing at Ctrl+C are no failure of the pages
+        # (the events up to here: sockets closing at Ctrl+C are no failure of the pages)
+        before_stop = events_once(lambda ev: _unrecovered(ev) == 0 and len(ev), 90, "every watchdog drop recovered")
         proc.send_signal(signal.SIGINT)
         text = output.finish(timeout=120)
     assert proc.returncode == 130, text  # stopped with Ctrl+C: interrupted, its checkpoint saved
@@ -219,20 +224,21 @@ def test_ppo_trains_through_the_compat_page_and_its_watchdog_costs_only_episodes
     assert verdict["trainer_exceptions"] == 0 and verdict["worker_respawns"] == 0
     events = _events(verdict["run_dir"])
     kinds = [e["event"] for e in events]
-    # each silence tripped the watchdog of both pages (a slow PPO update may trip it more often)
-    assert verdict["page_restart_requests"] >= 2 * SILENCES, verdict
-    watchdog = [e for e in events if e["event"] == "env_saw_failure" and e["cause"] == "watchdog"]
-    assert len(watchdog) >= 2 * SILENCES, kinds
-    assert {e["tab"] for e in watchdog} == {0, 1}
-    failures = [e for e in events[:before_stop] if e["event"] == "env_saw_failure"]
-    assert all(e["cause"] == "watchdog" for e in failures), failures
-    # each drop was handled by the page reconnecting by itself: recovered, never replaced (a drop in
-    # a PPO update just before Ctrl+C may be cut short by the stop)
-    assert sum(1 for e in events if e["event"] == "tab_recovered" and e["cause"] == "watchdog") >= len(watchdog) - 2
+    # Each silence tripped the watchdog of both pages (so may a slow start-up or PPO update). Nearly
+    # always the trainer was back before the page, so it read the page's restart_request first.
+    drops = [e for e in events[:before_stop] if e["event"] == "env_saw_failure"]
+    assert all(e["cause"] in PAGE_DROPS for e in drops), drops  # no hang, crash, garbage, closed socket
+    assert len(drops) >= 2 * SILENCES and {e["tab"] for e in drops} == {0, 1}, drops
+    watchdog = [e for e in drops if e["cause"] == "watchdog"]
+    assert verdict["page_restart_requests"] >= len(watchdog) >= SILENCES, (verdict, drops)
+    # each drop was handled by the page reconnecting by itself: recovered, never replaced
+    recovered = [e for e in events[:before_stop] if e["event"] == "tab_recovered"]
+    assert _unrecovered(events[:before_stop]) == 0 and len(recovered) >= 2 * SILENCES, recovered
+    assert {e["cause"] for e in recovered} <= set(PAGE_DROPS), recovered
     assert "breaker" not in kinds and "error" not in kinds
     assert "tab_replaced" not in kinds, [e for e in events if e["event"] == "tab_replaced"]
     print(f"compat page, 2 tabs: {verdict['fps']} steps/s, {verdict['page_restart_requests']} restart_requests, "
-          f"{len(watchdog)} watchdog drops, {verdict['elapsed_s']} s")
+          f"{len(watchdog)} of {len(drops)} drops seen with their restart_request, {verdict['elapsed_s']} s")
 
 
 def _unrecovered(events: list[dict]) -> int:
