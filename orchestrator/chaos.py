@@ -35,11 +35,11 @@ class Fault:
     due_step: int | None = None  # known once the previous fault has settled
     injected_at: float | None = None
     recovered_s: float | None = None
-    error: str | None = None  # why it could not be injected, or why it did not recover
+    error: str | None = None  # why it could not be injected (injected_at is then None), or did not recover
 
     @property
     def injected(self) -> bool:
-        return self.injected_at is not None and not (self.error or "").startswith("could not be injected")
+        return self.injected_at is not None
 
     @property
     def settled(self) -> bool:
@@ -150,7 +150,7 @@ class ChaosMonkey:
         try:
             self._inject_into_pool(fault)
         except Exception as exc:
-            fault.error = f"could not be injected: {type(exc).__name__}: {exc}"
+            fault.injected_at, fault.error = None, f"could not be injected: {type(exc).__name__}: {exc}"
             self.events("warning", {"message": f"chaos: {fault.kind} into {fault.where()} {fault.error}"})
             self._settled(steps)
             return
@@ -165,11 +165,17 @@ class ChaosMonkey:
     def _targets(self, fault: Fault) -> list[int]:
         return list(self.fleet.ports) if fault.tab < 0 else [self.fleet.ports[fault.tab]]
 
+    def _recovery_s(self, fault: Fault) -> float | None:
+        """Seconds from the fault to the last tab it hit stepping again; None while one is not."""
+        stepping = [self.fleet.health[p].stepping_at for p in self._targets(fault)]
+        if fault.injected_at is None or not all(t > fault.injected_at for t in stepping):
+            return None
+        return max(stepping) - fault.injected_at
+
     def _follow(self, fault: Fault, steps: int) -> None:
         assert fault.injected_at is not None
-        stepping = [self.fleet.health[p].stepping_at for p in self._targets(fault)]
-        if all(t > fault.injected_at for t in stepping):
-            fault.recovered_s = max(stepping) - fault.injected_at
+        fault.recovered_s = self._recovery_s(fault)
+        if fault.recovered_s is not None:
             self.events(
                 "chaos_recovered", {"kind": fault.kind, "tab": max(fault.tab, 0), "seconds": round(fault.recovered_s, 3)}
             )
@@ -184,9 +190,7 @@ class ChaosMonkey:
         """Count what happened; name each fault that was not injected or did not recover, and why."""
         current = self._current()
         if current is not None and not current.settled:
-            stepping = [self.fleet.health[p].stepping_at for p in self._targets(current)]
-            if current.injected_at is not None and all(t > current.injected_at for t in stepping):
-                current.recovered_s = max(stepping) - current.injected_at
+            current.recovered_s = self._recovery_s(current)
         report = ChaosReport(faults_planned=len(self.faults))
         if self._overtime_began is not None:
             report.overtime_s = round(time.monotonic() - self._overtime_began, 1)
