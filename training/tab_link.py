@@ -160,6 +160,10 @@ class TabLink:
             self._on_event("refused", {"port": self.port, "reason": "a page is already connected"})
             await conn.close(1008, "LunarFleet: another page already drives this port")
             return
+        if self._conn is not None:
+            # The page came back by itself between two steps: a restart_request its old socket
+            # still holds explains why (the original app's watchdog), and is counted.
+            await self._drain(self._conn)
         self._conn = conn
         self._fresh = True
         self._hello = None
@@ -217,7 +221,9 @@ class TabLink:
         if self._fresh:
             # The page dropped its socket and came back by itself between two steps (the original
             # app does so after its watchdog): its episodes are gone, the new connection is kept.
-            raise TabFailure(self.port, "page_reconnected", "the page reconnected by itself; its episodes start over")
+            raise TabFailure(
+                self.port, self._drop_cause("page_reconnected"), "the page reconnected by itself; its episodes start over"
+            )
         return conn
 
     async def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
@@ -380,10 +386,6 @@ class TabLink:
                 "is the tab pool running and the page URL right?"
             ) from None
         self.log.debug("page connected after %.2f s", time.monotonic() - started)
-
-    async def _send_settings(self, conn: ServerConnection) -> None:
-        for text in self._settings_messages():
-            await conn.send(text)
 
     def _settings_messages(self) -> list[str]:
         s = self.settings
