@@ -45,15 +45,12 @@ class BrowserChoice:
 class LaunchOptions:
     executable: str | None = None
     headless: bool = True
-    js_heap_mb: int | None = None
     extra_args: list[str] = field(default_factory=list)
 
     def args(self, owner_pid: int) -> list[str]:
         flags = [*EXTRA_FLAGS, f"{MARK_FLAG}={owner_pid}", *self.extra_args]
         if os.environ.get("LUNARFLEET_TAG"):
             flags.append(f"{TAG_FLAG}={os.environ['LUNARFLEET_TAG']}")
-        if self.js_heap_mb:
-            flags.append(f"--js-flags=--max-old-space-size={self.js_heap_mb}")
         return flags
 
 

@@ -17,9 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -28,51 +26,10 @@ from playwright.async_api import Error as PlaywrightError
 
 from browser_pool import processes
 from browser_pool.chromium import LaunchOptions
+from browser_pool.pool_types import PoolSettings, PoolTab
 
 log = logging.getLogger("lunarfleet.pool")
 EventCallback = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass
-class PoolSettings:
-    heartbeat_s: float = 2.0
-    hang_s: float = 10.0  # a page that does not answer an evaluate this long is hung
-    call_s: float = 15.0  # deadline of every other Playwright call
-    navigation_s: float = 30.0
-    breaker_failures: int = 10  # more failures than this of one tab within the window stop the run
-    breaker_window_s: float = 600.0
-    # Delay before replacing a tab, by its failures within backoff_window_s: a page that crashes
-    # again right after it opens is not reopened in a tight loop, one that fails now and then is
-    # replaced at once.
-    backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
-    backoff_window_s: float = 60.0
-    connect_click: str | None = None  # selector (or text=...) to click after loading, for click-to-connect pages
-    init_script: str | None = None  # JS run before the page's own scripts, with {port}, {env_id} filled in
-    recycle_steps: int = 0  # replace a tab after this many steps, at an episode boundary (0: never)
-    recycle_hours: float = 0.0
-    watch_first: bool = False  # open tab 1 in a second, visible browser (the caller checked for a display)
-    video_dir: str | None = None  # record tab 1's page as .webm files into this folder
-    video_s: float = 60.0  # ... for this long; then tab 1 reopens unrecorded (costing its episode)
-
-
-@dataclass
-class PoolTab:
-    index: int
-    url: str
-    port: int
-    page: Page | None = None
-    renderer_pid: int | None = None
-    state: str = "new"  # new, loading, loaded, connected, stepping, restarting, failed, closed
-    restarts: int = 0
-    opened_at: float = 0.0  # wall clock of the latest (re)open
-    failures: deque[float] = field(default_factory=deque)
-    causes: deque[str] = field(default_factory=lambda: deque(maxlen=20))
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    recycle_reason: str | None = None  # set by `request_recycle`: replace at the next episode boundary
-
-
-class CircuitOpen(RuntimeError):
-    """A tab failed too often: the run should stop, checkpoint saved, with this message."""
 
 
 class TabPool:
@@ -442,9 +399,6 @@ class TabPool:
             self._emit("browser_restarted", {"what": what, "seconds": round(time.monotonic() - started, 3)})
 
     # ---- for the orchestrator ----------------------------------------------------------
-    def tab_for_port(self, port: int) -> PoolTab | None:
-        return next((t for t in self.tabs if t.port == port), None)
-
     @property
     def browser_pid(self) -> int | None:
         return self._browser_pid

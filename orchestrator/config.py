@@ -12,12 +12,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from training.outages import STRAGGLER_S
+from training.vec_env import DEFAULT_VEC_ENV
 
 DEFAULT_URL = "http://localhost:{app_port}/?wsPort={port}&maxSteps={max_steps}"
 # The embedded page also learns its seed, stage and run token from its URL.
 EMBEDDED_EXTRAS = "&seed={seed}&stage={stage}&token={token}"
-VEC_ENV_KINDS = ("inline", "subproc")  # training/vec_env.py
-DEFAULT_VEC_ENV = "inline"  # lunarfleet bench: as fast as subproc with one simulation per tab, starts in a fraction of the time, no worker process (~160 MB) per tab
 CHAOS_OVERTIME_S = 600.0  # --chaos-overtime: how long training may go on past --timesteps for planned faults
 MAX_SIMS_PER_TAB = 64  # the page's limit (webapp/params.js)
 

@@ -81,7 +81,7 @@ def check_shm() -> Check:
 
 
 def check_memory(envs: int) -> Check:
-    from orchestrator.monitor import BASE_COST_MB, DEFAULT_MEMORY_FLOOR_MB, memory_refusal, tab_cost_mb
+    from orchestrator.sizing import BASE_COST_MB, DEFAULT_MEMORY_FLOOR_MB, memory_refusal, tab_cost_mb
 
     avail_mb = psutil.virtual_memory().available / 2**20
     need_mb = BASE_COST_MB + tab_cost_mb() * envs
@@ -109,7 +109,7 @@ def check_torch(envs: int = 4) -> Check:
         import torch
     except ImportError:
         return False, "torch is not installed", "pip install torch==2.13.0 (or run through nox, which installs it)"
-    from orchestrator.monitor import trainer_threads
+    from orchestrator.sizing import trainer_threads
 
     cores = os.cpu_count() or 1
     return True, (

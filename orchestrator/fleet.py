@@ -144,60 +144,82 @@ class Fleet:
         if message.get("token") != self.run_token or port not in self.health:
             return
         h = self.health[port]
-        h.reporter = addr or h.reporter
         event, now = message.get("event"), time.time()
-        if event == "connected":
-            h.connected = h.ever_connected = True
-        elif event == "stepping":
-            h.connected = h.ever_connected = True
-            h.stepping_at = now
-            self._recycle_if_due(h)
-            if h.failed_at is not None:
-                seconds = now - h.failed_at
-                h.recoveries.append(seconds)
-                self.events("tab_recovered", {"tab": h.tab, "port": port, "cause": h.failed_cause, "seconds": round(seconds, 3)})
-                h.failed_at = None
-        elif event == "failed":
-            cause = str(message.get("cause"))
-            h.connected = False
-            h.failures += 1
-            if h.failed_at is None:
-                h.failed_at, h.failed_cause = float(message.get("time", now)), cause
-            self.events("env_saw_failure", {"tab": h.tab, "port": port, "cause": cause, "detail": message.get("detail")})
-            if cause in REPLACE_NOW:
-                self._loop.loop.create_task(self.pool.replace(h.tab, cause, str(message.get("detail", "")), h.failed_at))
-            elif cause in PAGE_RESTARTS or cause == "disconnected":
-                # It reconnects by itself (or its browser is being relaunched: that is no failure of
-                # this tab); if it is not back within the grace, that is a failure, counted then.
-                self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at, False)
-            else:
-                # The page misbehaved (garbage, ...): counted now. The env dropped the socket and a
-                # live page reconnects by itself, costing one episode.
-                self.pool.record_failure(h.tab, cause)
-                self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at)
-        elif event == "steps":
-            steps = int(message.get("steps", 0))
-            if h.steps_at and steps > h.steps:
-                h.steps_per_s = (steps - h.steps) / max(now - h.steps_at, 1e-6)
-            h.steps, h.steps_at = steps, now
-            self._recycle_if_due(h)
-        elif event == "recycle_ready":
-            # The env ended an episode and waits for the new page instead of resetting the old one.
-            h.recycle_asked_at = None
-            tab = self.pool.tabs[h.tab]
-            reason, tab.recycle_reason = tab.recycle_reason or "asked again by its env", None
-            self._loop.loop.create_task(self.pool.recycle(h.tab, reason))
-        elif event == "refused":
-            self.events("refused", {"port": port, "reason": message.get("reason")})
-        elif event == "restart_request":
-            self.events("restart_request", {"tab": h.tab, "port": port}, echo=False)
-        elif event == "outage":
-            # The env's view of a tab that was slow or replaced: its frozen steps, and how long
-            # the other tabs waited for it (training/outages.py).
-            fields = {k: message.get(k) for k in ("cause", "seconds", "frozen_steps", "others_longest_wait_s")}
-            self.outages.append({"tab": h.tab, "port": port, **fields})
-            self.events("tab_outage", {"tab": h.tab, "port": port, **fields}, echo=False)
+        if event in ("steps", "stepping"):
+            # The env that steps the tab is the one that acts on recycle requests.
+            h.reporter = addr or h.reporter
+        match event:
+            case "connected":
+                h.connected = h.ever_connected = True
+            case "stepping":
+                self._on_stepping(h, port, now)
+            case "failed":
+                self._on_failed(h, port, message, now)
+            case "steps":
+                self._on_steps(h, message, now)
+            case "recycle_ready":
+                self._on_recycle_ready(h)
+            case "refused":
+                self.events("refused", {"port": port, "reason": message.get("reason")})
+            case "restart_request":
+                self.events("restart_request", {"tab": h.tab, "port": port}, echo=False)
         self._ask_env_to_recycle(h, port)
+
+    def _on_stepping(self, h: PortHealth, port: int, now: float) -> None:
+        """The env reset its tab against a live page: the tab works (again)."""
+        h.connected = h.ever_connected = True
+        h.stepping_at = now
+        self._recycle_if_due(h)
+        if h.failed_at is not None:
+            seconds = now - h.failed_at
+            h.recoveries.append(seconds)
+            self.events("tab_recovered", {"tab": h.tab, "port": port, "cause": h.failed_cause, "seconds": round(seconds, 3)})
+            h.failed_at = None
+
+    def _on_failed(self, h: PortHealth, port: int, message: dict[str, Any], now: float) -> None:
+        """The env saw its tab fail: replace it now, or when the page has not come back by itself."""
+        cause = str(message.get("cause"))
+        h.connected = False
+        h.failures += 1
+        if h.failed_at is None:
+            h.failed_at, h.failed_cause = float(message.get("time", now)), cause
+        self.events("env_saw_failure", {"tab": h.tab, "port": port, "cause": cause, "detail": message.get("detail")})
+        if cause in REPLACE_NOW:
+            self._loop.loop.create_task(self.pool.replace(h.tab, cause, str(message.get("detail", "")), h.failed_at))
+        elif cause in PAGE_RESTARTS or cause == "disconnected":
+            # It reconnects by itself (or its browser is being relaunched: that is no failure of
+            # this tab); if it is not back within the grace, that is a failure, counted then.
+            self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at, False)
+        else:
+            # The page misbehaved (garbage, ...): counted now. The env dropped the socket and a
+            # live page reconnects by itself, costing one episode.
+            self.pool.record_failure(h.tab, cause)
+            self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at)
+
+    def _on_steps(self, h: PortHealth, message: dict[str, Any], now: float) -> None:
+        """The env's step count: the tab's speed, and periodic recycling."""
+        steps = int(message.get("steps", 0))
+        if h.steps_at and steps > h.steps:
+            h.steps_per_s = (steps - h.steps) / max(now - h.steps_at, 1e-6)
+        h.steps, h.steps_at = steps, now
+        self._recycle_if_due(h)
+
+    def _on_recycle_ready(self, h: PortHealth) -> None:
+        """The env ended an episode and waits for the new page instead of resetting the old one."""
+        h.recycle_asked_at = None
+        tab = self.pool.tabs[h.tab]
+        reason, tab.recycle_reason = tab.recycle_reason or "asked again by its env", None
+        self._loop.loop.create_task(self.pool.recycle(h.tab, reason))
+
+    def record_outage(self, kind: str, message: dict[str, Any]) -> None:
+        """The vec env's view of a tab that was slow or replaced, as it ended: its frozen steps, and
+        how long the other tabs waited for it (training/outages.py). Called in the trainer process
+        (`make_vec_env(..., on_outage=)`), so none is lost when the run ends."""
+        port = int(message["port"])
+        keys = ("cause", "seconds", "frozen_steps", "others_longest_wait_s", "until_run_end")
+        fields = {"tab": self.health[port].tab, "port": port, **{k: message[k] for k in keys if k in message}}
+        self.outages.append(fields)
+        self.events("tab_outage", fields, echo=False)
 
     def _ask_env_to_recycle(self, h: PortHealth, port: int) -> None:
         """Tell the env of a tab due for recycling to swap it at its next episode boundary."""

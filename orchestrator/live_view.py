@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.monitor import Sample
+    from orchestrator.sample import Sample
 
 LINES_EVERY_S = 30.0
 COLUMNS = ("tab", "port", "state", "steps/s", "restarts", "CPU %", "PSS MB", "USS MB")

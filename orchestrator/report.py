@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestrator.samples_log import SAMPLES_FILE
 from training.task_metrics import SHORT_FRACTION_OF_LIMIT, TaskSummary
 
 RESTART_EVENTS = ("tab_replaced", "browser_restarted")
@@ -38,7 +39,7 @@ def newest_run(runs_dir: Path) -> Path:
 
 def build_report(run_dir: Path) -> dict[str, Any]:
     events = read_jsonl(run_dir / "events.jsonl")
-    samples = read_jsonl(run_dir / "resources.jsonl")
+    samples = read_jsonl(run_dir / SAMPLES_FILE)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     progress = [e for e in events if e.get("event") == "progress"]

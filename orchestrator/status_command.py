@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from orchestrator.live_view import render
-from orchestrator.monitor import STATUS_FILE
+from orchestrator.status_file import STATUS_FILE
 
 
 def newest_run(runs_dir: Path) -> Path | None:

@@ -52,12 +52,7 @@ def supervise(argv: list[str], run_dir: Path, max_restarts: int) -> int:
     restarts = 0
     try:
         while True:
-            command = [sys.executable, "-m", "orchestrator", *argv, "--run-id", run_dir.name, "--attempt", str(restarts)]
-            child = subprocess.Popen(
-                command,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads here
-            )
+            child = _start_attempt(argv, run_dir.name, restarts)
             code = child.wait()
             if code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED) or code == -signal.SIGINT:
                 return EXIT_INTERRUPTED if code == -signal.SIGINT else code
@@ -66,20 +61,39 @@ def supervise(argv: list[str], run_dir: Path, max_restarts: int) -> int:
                 _log(events, "supervisor_gave_up", {"cause": cause, "restarts": restarts})
                 say(f"[Supervisor] ✗ the run died ({cause}) and was already restarted {restarts} times; giving up. See {events}")
                 return EXIT_FAILED
-            delay = BACKOFF_S[min(restarts, len(BACKOFF_S) - 1)]
             restarts += 1
-            _log(events, "trainer_restarted", {"cause": cause, "attempt": restarts, "delay_s": delay})
-            say(f"[Supervisor] ↻ the run died ({cause}); restarting from the newest checkpoint in {delay:g} s (restart {restarts}/{max_restarts})")
-            time.sleep(delay)
+            _wait_before_restart(events, cause, restarts, max_restarts)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop(child)
+
+
+def _start_attempt(argv: list[str], run_id: str, attempt: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "orchestrator", *argv, "--run-id", run_id, "--attempt", str(attempt)]
+    return subprocess.Popen(
+        command,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads here
+    )
+
+
+def _wait_before_restart(events: Path, cause: str, restart: int, max_restarts: int) -> None:
+    """Back off before restart number `restart` (1, 2, ...), saying so."""
+    delay = BACKOFF_S[min(restart - 1, len(BACKOFF_S) - 1)]
+    _log(events, "trainer_restarted", {"cause": cause, "attempt": restart, "delay_s": delay})
+    say(f"[Supervisor] ↻ the run died ({cause}); restarting from the newest checkpoint in {delay:g} s (restart {restart}/{max_restarts})")
+    time.sleep(delay)
+
+
+def _stop(child: subprocess.Popen[bytes] | None) -> None:
+    """End a child still running when the supervisor stops: SIGTERM (it saves a checkpoint), then SIGKILL."""
+    if child is not None and child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def _log(path: Path, kind: str, fields: dict[str, Any]) -> None:

@@ -8,8 +8,7 @@ browser or driver death) plus the page's WebSocket traffic as Playwright reports
 whose page has had no open WebSocket for a while (the original app gives up after ~10
 tries, e.g. when the trainer was started late or restarted) is reloaded, with backoff.
 
-Also here: `page_pool_options`, the pool settings of the page options every command shares
-(--connect-click, --init-script, --watch, --record-video).
+The set-up (browser, page server, fleet) is `orchestrator/run_setup.py`'s, as for `train`.
 """
 
 from __future__ import annotations
@@ -18,118 +17,20 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from browser_pool.chromium import LaunchOptions, find_chromium
-from browser_pool.pool import PoolSettings, PoolTab
-from browser_pool.processes import sweep_leftovers
-from orchestrator.app_server import AppServer, start_app_server
+from browser_pool.pool import PoolTab
 from orchestrator.config import RunConfig
-from orchestrator.doctor import playwright_chromium
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
+from orchestrator.run_setup import RunPieces, find_browser, open_fleet, open_run_folder, stop_signals, tab_urls
 
 TICK_S = 2.0  # status.json is rewritten, and idle tabs looked for, this often
 STATUS_REPEAT_S = 60.0  # the status line is printed when it changes, and at least this often
 IDLE_RELOAD_S = (15.0, 30.0, 60.0)  # no open WebSocket this long: reload (then wait longer, up to the last)
-
-
-def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def page_pool_options(cfg: RunConfig, tell: Callable[[str], None] = say) -> dict[str, Any]:
-    """PoolSettings fields for --connect-click, --init-script, --watch and --record-video."""
-    watch = False
-    if cfg.watch:
-        if has_display():
-            watch = True
-            tell("[Setup] --watch: tab 1 opens in a visible browser window (closing it only sends tab 1 back to headless)")
-        else:
-            tell("[Setup] ! --watch: there is no display here (neither DISPLAY nor WAYLAND_DISPLAY is set), so tab 1 "
-                 "stays headless like the others. --record-video S records it into the run folder instead.")
-    video_dir = None
-    if cfg.record_video:
-        ffmpeg, how = video_ffmpeg(link=True)
-        if ffmpeg is None:
-            tell(f"[Setup] ! --record-video: {how}; carrying on without a video")
-        else:
-            video_dir = str(cfg.run_dir / "videos")
-            tell(f"[Setup] Recording tab 1 for {cfg.record_video:g} s from when it opens into {video_dir}/ "
-                 f"(then tab 1 reloads unrecorded); ffmpeg: {how}")
-    return {
-        "connect_click": cfg.connect_click,
-        "init_script": cfg.init_script,
-        "watch_first": watch,
-        "video_dir": video_dir,
-        "video_s": cfg.record_video or 60.0,
-    }
-
-
-def video_ffmpeg(link: bool = False) -> tuple[Path | None, str]:
-    """The ffmpeg Playwright will record video with, and how it was found.
-
-    Playwright looks only at its own build (`playwright install ffmpeg`, a download that some
-    machines cannot make). Where that is missing, an ffmpeg from the imageio-ffmpeg package or
-    the PATH serves as well (it needs VP8 and MJPEG): with `link`, it is linked in at the place
-    Playwright looks, which is what `playwright install ffmpeg` would fill.
-    """
-    target = _playwright_ffmpeg_path()
-    if target is not None and os.access(target, os.X_OK):
-        return target, f"Playwright's own ({target})"
-    candidates: list[str] = []
-    with contextlib.suppress(Exception):
-        import imageio_ffmpeg  # optional: pip install imageio-ffmpeg
-
-        candidates.append(imageio_ffmpeg.get_ffmpeg_exe())
-    if found := shutil.which("ffmpeg"):
-        candidates.append(found)
-    source = next((c for c in candidates if os.access(c, os.X_OK)), None)
-    missing = ("no ffmpeg to record with: run 'python -m playwright install ffmpeg', "
-               "or 'pip install imageio-ffmpeg', or install ffmpeg (apt-get install ffmpeg)")
-    if source is None:
-        return None, missing
-    if target is None:
-        return None, f"{missing} (found {source}, but Playwright uses only its own ffmpeg on {sys.platform})"
-    if not link:
-        return Path(source), f"{source}"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()  # a dangling link from an earlier install
-        target.symlink_to(source)
-    except OSError as exc:
-        return None, f"{missing} (could not link {source} as {target}: {exc})"
-    return target, f"{source}, linked as {target}"
-
-
-def _playwright_ffmpeg_path() -> Path | None:
-    """Where Playwright's driver looks for its ffmpeg on this machine (Linux x64 only here)."""
-    if not sys.platform.startswith("linux") or os.uname().machine not in ("x86_64", "AMD64"):
-        return None
-    try:
-        import playwright
-
-        package = Path(playwright.__file__).parent / "driver" / "package"
-        browsers = json.loads((package / "browsers.json").read_text())["browsers"]
-        revision = next(b["revision"] for b in browsers if b["name"] == "ffmpeg")
-    except (OSError, ValueError, KeyError, StopIteration, ImportError):
-        return None
-    root = os.environ.get("PLAYWRIGHT_BROWSERS_PATH")
-    if root == "0":
-        base = package / ".local-browsers"
-    elif root:
-        base = Path(root)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ms-playwright"
-    return base / f"ffmpeg-{revision}" / "ffmpeg-linux"
 
 
 @dataclass
@@ -252,68 +153,63 @@ class TabsCommand:
 
     # ---- life ------------------------------------------------------------------------------
     def run(self) -> int:
-        cfg = self.cfg
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(cfg.run_dir / "config.json")
-        events = EventLog(cfg.run_dir / "events.jsonl")
-        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        app: AppServer | None = None
-        fleet: Fleet | None = None
+        events = open_run_folder(self.cfg)
+        run = RunPieces()
         code = 0
-        try:
-            for line in sweep_leftovers():
-                say(f"[Setup] Cleaned up after an earlier run: {line}")
-            choice = find_chromium(cfg.browser, playwright_chromium())
-            say(f"[Setup] Browser: {choice.description}")
-            app_port = cfg.app_port
-            if cfg.embedded:
-                app = start_app_server(cfg.app_port, say)
-                app_port = app.port
-            urls = [cfg.tab_url(i, port, app_port) for i, port in enumerate(self.ports)]
-            say(f"[Tabs] Opening {cfg.envs} tabs for WebSocket ports {self.ports[0]}-{self.ports[-1]}; page {urls[0]}")
-            settings = PoolSettings(hang_s=cfg.step_timeout, **page_pool_options(cfg))
-            fleet = Fleet(urls, self.ports, LaunchOptions(executable=choice.executable, headless=not cfg.headed),
-                          settings, events, cfg.token)
-            fleet.pool.on_page = self._on_page
-            fleet.run(fleet.pool.start(), timeout=cfg.connect_timeout + 60)
-            for tab in fleet.pool.tabs:
-                say(f"[Tabs] tab {tab.index + 1} -> ws://localhost:{tab.port} (renderer pid {tab.renderer_pid})")
-            self._write_status(fleet)
-            say(f"[Tabs] Running; status in {cfg.run_dir / 'status.json'}. Ctrl+C stops and closes every tab.")
-            last_line = ""
-            next_status = 0.0
-            while not self._stop:
-                if fleet.fatal:
-                    say(f"[Tabs] ✗ stopping: {fleet.fatal}")
-                    code = 1
-                    break
-                fleet.run(self._reload_idle(fleet), timeout=30)
-                data = self._write_status(fleet)
-                line = self._status_line(data)
-                if line != last_line or time.monotonic() >= next_status:
-                    say(line)
-                    last_line, next_status = line, time.monotonic() + STATUS_REPEAT_S
-                self._sleep(TICK_S)
-        except KeyboardInterrupt:
-            pass
-        except Exception as exc:
-            events("error", {"message": f"{type(exc).__name__}: {exc}"})
-            say(f"[Tabs] ✗ {type(exc).__name__}: {exc}")
-            code = 1
-        finally:
-            for sig in previous:
-                signal.signal(sig, signal.SIG_IGN)  # cleanup must finish
-            if fleet is not None:
-                with contextlib.suppress(Exception):
-                    self._write_status(fleet)
-                fleet.stop()
-            if app is not None:
-                app.close()
-            events.close()
-            say("[Tabs] Stopped; every tab and the browser are closed.")
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with stop_signals(self._request_stop):
+            try:
+                code = self._keep_alive(self._open(run, events))
+            except KeyboardInterrupt:
+                pass
+            except Exception as exc:
+                events("error", {"message": f"{type(exc).__name__}: {exc}"})
+                say(f"[Tabs] ✗ {type(exc).__name__}: {exc}")
+                code = 1
+            finally:
+                with stop_signals(signal.SIG_IGN):  # cleanup must finish
+                    self._close(run, events)
         return code
+
+    def _open(self, run: RunPieces, events: EventLog) -> Fleet:
+        """The browser with one tab per port, each page loaded (the pages connect when the trainer listens)."""
+        cfg = self.cfg
+        browser = find_browser(cfg.browser)
+        urls = tab_urls(run, cfg, self.ports)
+        say(f"[Tabs] Opening {cfg.envs} tabs for WebSocket ports {self.ports[0]}-{self.ports[-1]}; page {urls[0]}")
+        fleet = open_fleet(run, cfg, browser, self.ports, urls, events)
+        fleet.pool.on_page = self._on_page
+        fleet.run(fleet.pool.start(), timeout=cfg.connect_timeout + 60)
+        for tab in fleet.pool.tabs:
+            say(f"[Tabs] tab {tab.index + 1} -> ws://localhost:{tab.port} (renderer pid {tab.renderer_pid})")
+        self._write_status(fleet)
+        say(f"[Tabs] Running; status in {cfg.run_dir / 'status.json'}. Ctrl+C stops and closes every tab.")
+        return fleet
+
+    def _keep_alive(self, fleet: Fleet) -> int:
+        """Until stopped: reload idle tabs, rewrite status.json, print the status line when it changes."""
+        last_line = ""
+        next_status = 0.0
+        while not self._stop:
+            if fleet.fatal:
+                say(f"[Tabs] ✗ stopping: {fleet.fatal}")
+                return 1
+            fleet.run(self._reload_idle(fleet), timeout=30)
+            line = self._status_line(self._write_status(fleet))
+            if line != last_line or time.monotonic() >= next_status:
+                say(line)
+                last_line, next_status = line, time.monotonic() + STATUS_REPEAT_S
+            self._sleep(TICK_S)
+        return 0
+
+    def _close(self, run: RunPieces, events: EventLog) -> None:
+        try:
+            if run.fleet is not None:
+                with contextlib.suppress(Exception):
+                    self._write_status(run.fleet)
+        finally:
+            run.close()
+        events.close()
+        say("[Tabs] Stopped; every tab and the browser are closed.")
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self._stop = True

@@ -1,4 +1,5 @@
-"""The life of one training run: start the page server, the pool and the trainer; stop them all.
+"""The life of one training run: set it up (`orchestrator/run_setup.py`), train or evaluate,
+then stop it all and write `summary.json`.
 
 `train` and `smoke` are the same run with different defaults; smoke also checks that the
 final checkpoint loads back and writes a JSON verdict for CI.
@@ -12,27 +13,22 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from browser_pool.chromium import LaunchOptions, find_chromium
 from browser_pool.faults import parse_spec
-from browser_pool.pool import PoolSettings
-from browser_pool.processes import sweep_leftovers
-from orchestrator.app_server import AppServer, start_app_server
 from orchestrator.chaos import ChaosMonkey, describe
 from orchestrator.config import RunConfig
-from orchestrator.doctor import playwright_chromium
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
-from orchestrator.monitor import Monitoring, MonitorSettings, NotEnoughMemory, memory_refusal, trainer_threads
-from orchestrator.ports import free_block
-from orchestrator.tabs_command import page_pool_options
+from orchestrator.monitor import Monitoring
+from orchestrator.monitor_settings import MonitorSettings
+from orchestrator.run_setup import RunPieces, open_run_folder, set_up_training, stop_signals
+from orchestrator.sizing import trainer_threads
 from training.evaluate import evaluation_report
-from training.tab_link import LinkDeadlines, PageSettings
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
-from training.vec_env import FleetEnvSettings, make_vec_env
 
 
 @dataclass
@@ -79,124 +75,79 @@ class RunSummary:
 def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunSummary:
     began = time.monotonic()
     summary = RunSummary(envs=cfg.envs, run_dir=str(cfg.run_dir))
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(cfg.run_dir / "config.json")
-    events = EventLog(cfg.run_dir / "events.jsonl")
-    previous = {sig: signal.signal(sig, _interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
-    app: AppServer | None = None
-    fleet: Fleet | None = None
-    venv: Any = None
-    monitor = monitor or MonitorSettings()
-    monitoring: Monitoring | None = None
-    try:
-        refusal = memory_refusal(cfg.envs, floor_mb=monitor.memory_floor_mb, vec_env=cfg.vec_env)
-        if refusal:
-            raise NotEnoughMemory(refusal)  # before opening a single tab
-        for line in sweep_leftovers():
-            say(f"[Setup] Cleaned up after an earlier run: {line}")
-        choice = find_chromium(cfg.browser, playwright_chromium())
-        say(f"[Setup] Browser: {choice.description}")
-        base = free_block(cfg.base_port, cfg.envs)
-        if base != cfg.base_port:
-            say(f"[Setup] ! Ports {cfg.base_port}-{cfg.base_port + cfg.envs - 1} are not all free; using {base}-{base + cfg.envs - 1}")
-        ports = list(range(base, base + cfg.envs))
-        app_port = cfg.app_port
-        if cfg.embedded:
-            app = start_app_server(cfg.app_port, say)
-            app_port = app.port
-        urls = [cfg.tab_url(i, port, app_port) for i, port in enumerate(ports)]
-        say(f"[Setup] Creating {cfg.envs} parallel environments on ports {ports[0]}-{ports[-1]}; page {urls[0]}")
-        fleet = Fleet(
-            urls,
-            ports,
-            LaunchOptions(executable=choice.executable, headless=not cfg.headed),
-            PoolSettings(
-                hang_s=cfg.step_timeout,
-                recycle_steps=cfg.recycle_steps,
-                recycle_hours=cfg.recycle_hours,
-                **page_pool_options(cfg),
-            ),
-            events,
-            cfg.token,
-        )
-        if monitor.enabled:
-            run_info = {"run_id": cfg.run_id, "run_dir": str(cfg.run_dir), "command": cfg.command, "envs": cfg.envs,
-                        "vec_env": cfg.vec_env, "target_timesteps": cfg.timesteps}
-            monitoring = Monitoring(monitor, fleet, lambda: venv, cfg.run_dir, run_info, cfg.progress, events, say)
-            monitoring.start()
-        env_settings = FleetEnvSettings(
-            ports=ports,
-            page=PageSettings(
-                timescale=cfg.timescale,
-                max_episode_steps=cfg.max_episode_steps,
-                stage=cfg.stage if cfg.embedded else None,
-            ),
-            deadlines=LinkDeadlines(step_s=cfg.step_timeout, connect_s=max(cfg.connect_timeout, 60.0)),
-            health_port=fleet.health_port,
-            run_token=cfg.token,
-            page_token=cfg.token if cfg.embedded else None,
-            origins=cfg.allowed_origins(urls[0]),
-            vec_env=cfg.vec_env,
-            sims_per_tab=cfg.sims_per_tab,
-            straggler_s=cfg.straggler_grace,
-        )
-        if cfg.sims_per_tab > 1:
-            say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {env_settings.num_envs} environments for PPO "
-                f"(rollout {cfg.n_steps} x {env_settings.num_envs} = {cfg.n_steps * env_settings.num_envs:,} steps)")
-        venv = make_vec_env(env_settings, on_respawn=lambda i, why: events("worker_respawned", {"env": i, "cause": why}))
-        # Every port listens before any tab opens: a page like the original app gives up after ~10 tries.
-        venv.get_attr("port")
-        fleet.start()
-        fleet.wait_connected(cfg.connect_timeout)
-        if monitoring is not None:
-            monitoring.running()
-        summary.startup_s = round(time.monotonic() - began, 3)
-        say(f"[Setup] All {cfg.envs} tabs connected in {summary.startup_s:.1f} s")
-
-        if cfg.command == "evaluate":
-            _evaluate_job(cfg, venv, summary)
-        else:
-            _train_job(cfg, fleet, venv, events, monitoring, summary)
-    except KeyboardInterrupt:
-        summary.status, summary.error = "interrupted", "interrupted before training started"
-    except Exception as exc:
-        summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"
-        events("error", {"message": summary.error, "traceback": traceback.format_exc()})
-    finally:
-        with _no_interrupts():
-            if monitoring is not None:
-                with contextlib.suppress(Exception):
-                    monitoring.finish(summary.status, {"ok": summary.ok, "error": summary.error, "fps": summary.fps,
-                                                       **({"task": summary.task} if summary.task else {})})
-            if venv is not None:
-                summary.worker_respawns = venv.respawns
-                summary.frozen_steps = venv.frozen_steps
-                venv.close()
-            if fleet is not None:
-                summary.tab_restarts = sum(t.restarts for t in fleet.pool.tabs)
-                summary.tab_failures_seen = sum(h.failures for h in fleet.health.values())
-                summary.recovery_s = [round(s, 3) for s in fleet.recoveries()]
-                summary.page_restart_requests = events.counts.get("restart_request", 0)
-                summary.outages = fleet.outage_summary()
-                fleet.stop()
-            if app is not None:
-                app.close()
-            summary.elapsed_s = round(time.monotonic() - began, 2)
-            summary.write(cfg.run_dir / "summary.json")
-            events.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    events = open_run_folder(cfg)
+    run = RunPieces()
+    with stop_signals(_interrupt_once):
+        try:
+            set_up_training(run, cfg, monitor or MonitorSettings(), events)
+            summary.startup_s = round(time.monotonic() - began, 3)
+            say(f"[Setup] All {cfg.envs} tabs connected in {summary.startup_s:.1f} s")
+            if cfg.command == "evaluate":
+                _evaluate_job(cfg, run.venv, summary)
+            else:
+                _train_job(cfg, run, events, summary)
+        except KeyboardInterrupt:
+            summary.status, summary.error = "interrupted", "interrupted before training started"
+        except Exception as exc:
+            summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+            events("error", {"message": summary.error, "traceback": traceback.format_exc()})
+        finally:
+            with stop_signals(signal.SIG_IGN):  # cleanup must finish even if the user presses Ctrl+C again
+                _close_run(run, summary, events)
+                summary.elapsed_s = round(time.monotonic() - began, 2)
+                summary.write(cfg.run_dir / "summary.json")
+                events.close()
     return summary
 
 
-def _train_job(cfg: RunConfig, fleet: Fleet, venv: Any, events: EventLog, monitoring: Monitoring | None, summary: RunSummary) -> None:
-    def on_checkpoint(path: Path, steps: int) -> None:
-        events("checkpoint", {"path": str(path), "steps": steps})
-        if not venv.waiting:
-            with contextlib.suppress(Exception):
-                venv.env_method("set_checkpoint_info", path.stem, steps)
+def _close_run(run: RunPieces, summary: RunSummary, events: EventLog) -> None:
+    """Stop the run, newest first, noting each piece's figures in the summary before it goes."""
+    try:
+        run.finish_monitoring(summary.status, {"ok": summary.ok, "error": summary.error, "fps": summary.fps,
+                                               **({"task": summary.task} if summary.task else {})})
+        if run.venv is not None:
+            summary.worker_respawns = run.venv.respawns
+            summary.frozen_steps = run.venv.frozen_steps
+        run.close_vec_env()
+        if run.fleet is not None:
+            _note_fleet(summary, run.fleet, events)
+    finally:
+        run.close()
 
-    settings = TrainSettings(
+
+def _note_fleet(summary: RunSummary, fleet: Fleet, events: EventLog) -> None:
+    summary.tab_restarts = sum(t.restarts for t in fleet.pool.tabs)
+    summary.tab_failures_seen = sum(h.failures for h in fleet.health.values())
+    summary.recovery_s = [round(s, 3) for s in fleet.recoveries()]
+    summary.page_restart_requests = events.counts.get("restart_request", 0)
+    summary.outages = fleet.outage_summary()
+
+
+def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSummary) -> None:
+    fleet, venv, monitoring = run.fleet, run.venv, run.monitoring
+    settings = _train_settings(cfg)
+    say(f"[Setup] Trainer: {settings.torch_threads} torch thread(s), leaving the other cores to {cfg.envs} tabs")
+    say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
+    say(f"Using {cfg.envs} parallel environments")
+    chaos = None
+    if cfg.chaos:
+        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime)
+        settings.train_on = chaos.wants_more_steps
+    result = train(
+        settings,
+        venv,
+        say,
+        should_stop=lambda: fleet.fatal if fleet else None,
+        on_checkpoint=_checkpoint_hook(venv, events),
+        on_steps=_both(chaos.on_steps if chaos else None, monitoring.on_steps if monitoring else None),
+        record=_recorder(events, monitoring),
+        extra_callbacks=monitoring.callbacks() if monitoring else (),
+    )
+    _note_result(summary, result, chaos, events)
+
+
+def _train_settings(cfg: RunConfig) -> TrainSettings:
+    return TrainSettings(
         total_timesteps=cfg.timesteps,
         models_dir=cfg.models_dir,
         save_freq=cfg.save_freq,
@@ -212,23 +163,21 @@ def _train_job(cfg: RunConfig, fleet: Fleet, venv: Any, events: EventLog, monito
         torch_threads=trainer_threads(envs=cfg.envs),
         max_episode_steps=cfg.max_episode_steps,
     )
-    say(f"[Setup] Trainer: {settings.torch_threads} torch thread(s), leaving the other cores to {cfg.envs} tabs")
-    say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
-    say(f"Using {cfg.envs} parallel environments")
-    chaos = None
-    if cfg.chaos:
-        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime)
-        settings.train_on = chaos.wants_more_steps
-    result = train(
-        settings,
-        venv,
-        say,
-        should_stop=lambda: fleet.fatal if fleet else None,
-        on_checkpoint=on_checkpoint,
-        on_steps=_both(chaos.on_steps if chaos else None, monitoring.on_steps if monitoring else None),
-        record=_recorder(events, monitoring),
-        extra_callbacks=monitoring.callbacks() if monitoring else (),
-    )
+
+
+def _checkpoint_hook(venv: Any, events: EventLog) -> Callable[[Path, int], None]:
+    """The trainer's on_checkpoint: an event, and the checkpoint's name to each page."""
+
+    def on_checkpoint(path: Path, steps: int) -> None:
+        events("checkpoint", {"path": str(path), "steps": steps})
+        if not venv.waiting:
+            with contextlib.suppress(Exception):
+                venv.env_method("set_checkpoint_info", path.stem, steps)
+
+    return on_checkpoint
+
+
+def _note_result(summary: RunSummary, result: TrainResult, chaos: ChaosMonkey | None, events: EventLog) -> None:
     _fill(summary, result)
     summary.trainer_exceptions = 1 if result.status == "failed" else 0
     if chaos is not None:
@@ -311,13 +260,3 @@ def _interrupt_once(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
-
-@contextlib.contextmanager
-def _no_interrupts():  # type: ignore[no-untyped-def]
-    """Cleanup must finish even if the user presses Ctrl+C again."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

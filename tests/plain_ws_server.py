@@ -1,6 +1,6 @@
 """A plain trainer-like WebSocket server for tests of `lunarfleet tabs`: no LunarFleet code at all.
 
-It stands in for a user's own trainer script (the seed's train_ppo_parallel.py): it listens on
+It stands in for a user's own trainer script (the original app's train_ppo_parallel.py): it listens on
 N ports on localhost and drives whatever page connects, the original way: an `action` after each
 `reset_complete` or `state` (paced, to spare the CPU), a `reset_request` after `done`, everything
 else ignored. Each event goes to --log as one JSON line: listening, connected, closed.

@@ -21,7 +21,7 @@ import pytest
 from stable_baselines3 import PPO
 
 from orchestrator.app_server import AppServer
-from orchestrator.tabs_command import video_ffmpeg
+from orchestrator.run_setup import video_ffmpeg
 from tests.conftest import (
     REPO,
     OutputReader,

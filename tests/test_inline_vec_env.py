@@ -25,12 +25,13 @@ from browser_pool.pool import PoolSettings, TabPool
 from orchestrator.app_server import AppServer
 from orchestrator.doctor import playwright_chromium
 from tests.conftest import assert_frozen, run_cli
+from training.batch_frames import encode_step_batch, parse_state_batch_fast
 from training.event_loop import LoopThread
 from training.inline_vec_env import InlineVecEnv
 from training.null_env import NullEnv, NullVecEnv
 from training.outages import STRAGGLER_S
 from training.protocol import ProtocolError, encode_action_batch, parse_page_message
-from training.tab_link import LinkDeadlines, PageSettings, encode_step_batch, parse_state_batch_fast
+from training.tab_link import LinkDeadlines, PageSettings
 
 STILL = 0.0  # standing still never collides: episodes only end when we make them
 

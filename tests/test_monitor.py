@@ -17,24 +17,15 @@ import psutil
 import pytest
 
 from orchestrator.live_view import LiveView, render
-from orchestrator.monitor import (
-    SAMPLES_FILE,
-    STATUS_FILE,
-    MonitorSettings,
-    ProcessMeter,
-    ResourceSampler,
-    Sources,
-    TabInfo,
-    auto_envs,
-    chromium_tree,
-    fleet_sources,
-    memory_refusal,
-    pool_sources,
-    tab_state,
-    tensorboard_scalars,
-    trainer_threads,
-)
+from orchestrator.monitor_settings import MonitorSettings
+from orchestrator.process_sampling import ProcessMeter, chromium_tree
+from orchestrator.resource_sampler import ResourceSampler
+from orchestrator.samples_log import SAMPLES_FILE
+from orchestrator.sizing import auto_envs, memory_refusal, trainer_threads
 from orchestrator.status_command import show_status
+from orchestrator.status_file import STATUS_FILE
+from orchestrator.tab_table import Sources, TabInfo, fleet_sources, pool_sources, tab_state
+from orchestrator.tensorboard_scalars import tensorboard_scalars
 from tests.conftest import wait_until
 
 

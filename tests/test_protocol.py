@@ -279,13 +279,12 @@ def test_restart_request_needs_no_fields() -> None:
     assert message.observation is None
 
 
-def test_hello_parses_sims_and_lockstep() -> None:
+def test_hello_parses_sims() -> None:
     message = parse_page_message(frame(hello(sims=4, lockstep=True)))
     assert message.type == "lunarfleet_hello"
     assert message.sims == 4
-    assert message.lockstep is True
     minimal = parse_page_message('{"type": "lunarfleet_hello"}')
-    assert minimal.sims == 1 and minimal.lockstep is False
+    assert minimal.sims == 1
 
 
 def test_state_batch_parses() -> None:

@@ -124,7 +124,6 @@ def test_reset_then_steps_return_the_pages_observations() -> None:
             assert page.received[2] == {"type": "parallel_training_info", "env_count": 4, "env_id": 2}
             assert kinds.count("reset_request") == 1 and kinds.count("action") == 3
             assert "set_seed" not in kinds, "set_seed is an extension: only for pages that said hello"
-            assert not link.lockstep
 
     run(main())
 
@@ -149,7 +148,6 @@ def test_seed_extension_gives_the_same_first_observation() -> None:
         async with serving(settings=PageSettings(stage=3)) as link, page_running(FakePage(link.port, hello=True)) as page:
             link.request_seed(42)
             first, _ = await link.reset()
-            assert link.lockstep
             np.testing.assert_array_equal(first, np.asarray(observation(42, 0, 0), dtype=np.float32))
             await link.step(ACTION)
             link.request_seed(42)

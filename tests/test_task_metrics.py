@@ -14,7 +14,7 @@ import pytest
 from orchestrator.live_view import monitor_lines, render
 from orchestrator.report import build_report, print_report
 from training.evaluate import comparison_lines, evaluate, evaluation_report
-from training.outages import frozen_info
+from training.step_round import frozen_info
 from training.task_metrics import (
     EARLY_END_FRACTION,
     MIN_EPISODES,

@@ -18,7 +18,8 @@ import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 
-from training.task_metrics import FROZEN_KEY, EpisodeOutcome, TaskSummary, ended_by_failure, gaming_verdict
+from training.step_round import TAB_WAITING
+from training.task_metrics import EpisodeOutcome, TaskSummary, ended_by_failure, gaming_verdict
 
 
 @dataclass
@@ -55,7 +56,7 @@ def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic
         else:
             actions = rng.uniform(low, high, size=(venv.num_envs, *low.shape)).astype(np.float32)
         obs, rewards, dones, infos = venv.step(actions)
-        frozen = np.array([FROZEN_KEY in info for info in infos])  # a slow or replaced tab's pause
+        frozen = np.array([TAB_WAITING in info for info in infos])  # a slow or replaced tab's pause
         returns += rewards
         lengths += ~frozen
         steps += int((~frozen).sum())

@@ -24,13 +24,18 @@ class HealthReporter:
         self._address = ("127.0.0.1", health_port) if health_port else None
         self._token = token
         self._sock: socket.socket | None = None
+        self._open()
 
-    def __call__(self, event: str, fields: dict[str, Any]) -> None:
-        if self._address is None:
-            return
-        if self._sock is None:
+    def _open(self) -> None:
+        # At once, not at the first report: the vec env reports from two threads, and the fleet
+        # sends recycle requests to the one address it hears from.
+        if self._address is not None:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._sock.setblocking(False)
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if self._sock is None:
+            return
         payload = {"token": self._token, "event": event, "time": time.time(), **fields}
         with contextlib.suppress(OSError):  # nobody listening (a bare env in a test): health is advisory
             self._sock.sendto(json.dumps(payload).encode(), self._address)
@@ -50,4 +55,8 @@ class HealthReporter:
         return ports
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_address": self._address, "_token": self._token, "_sock": None}
+        return {"_address": self._address, "_token": self._token}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._address, self._token = state["_address"], state["_token"]
+        self._open()

@@ -22,14 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 STRAGGLER_S = 0.5  # how long the other tabs wait for a slow tab before it gets frozen steps
-
-
-def frozen_info(cause: str, observation: np.ndarray) -> dict[str, Any]:
-    """The info of a frozen step (module docstring); `cause` is "slow" or the tab's failure."""
-    return {"tab_waiting": cause, "TimeLimit.truncated": True, "terminal_observation": observation}
 
 
 @dataclass
@@ -65,15 +58,23 @@ class OutageLog:
             outage.longest_step_s = max(outage.longest_step_s, took)
         for tab in back:
             outage = self._open.pop(tab, None)
-            if outage is None:
-                continue
-            self._report(
-                "outage",
-                {
-                    "port": ports[tab],
-                    "cause": outage.cause,
-                    "seconds": round(time.monotonic() - outage.began, 3),
-                    "frozen_steps": outage.frozen_steps,
-                    "others_longest_wait_s": round(outage.longest_step_s, 3),
-                },
-            )
+            if outage is not None:
+                self._send(ports[tab], outage)
+
+    def close(self, ports: list[int]) -> None:
+        """The run ends: the outages still open are reported too, so none goes uncounted."""
+        for tab, outage in sorted(self._open.items()):
+            self._send(ports[tab], outage, until_run_end=True)
+        self._open.clear()
+
+    def _send(self, port: int, outage: Outage, until_run_end: bool = False) -> None:
+        fields: dict[str, Any] = {
+            "port": port,
+            "cause": outage.cause,
+            "seconds": round(time.monotonic() - outage.began, 3),
+            "frozen_steps": outage.frozen_steps,
+            "others_longest_wait_s": round(outage.longest_step_s, 3),
+        }
+        if until_run_end:
+            fields["until_run_end"] = True
+        self._report("outage", fields)

@@ -47,7 +47,6 @@ class PageMessage:
     info: dict[str, Any] = field(default_factory=dict)
     # lunarfleet_hello
     sims: int = 1
-    lockstep: bool = False
     # state_batch / reset_batch
     observations: np.ndarray | None = None
     rewards: np.ndarray | None = None
@@ -103,7 +102,7 @@ def _parse_hello(data: dict[str, Any]) -> PageMessage:
     for key, expected in (("observation_size", OBS_SIZE), ("action_size", ACTION_SIZE)):
         if data.get(key, expected) != expected:
             raise ProtocolError(f"hello: {key} {data.get(key)!r:.20} but this trainer uses {expected}")
-    return PageMessage(type="lunarfleet_hello", sims=sims, lockstep=bool(data.get("lockstep", False)))
+    return PageMessage(type="lunarfleet_hello", sims=sims)
 
 
 def _parse_state_batch(data: dict[str, Any]) -> PageMessage:
@@ -230,3 +229,11 @@ def _clip(x: float, low: float, high: float) -> float:
     if not math.isfinite(x):
         return 0.0
     return round(min(max(float(x), low), high), 6)
+
+
+def ended_by_time_limit(info: dict[str, Any], max_episode_steps: int) -> bool:
+    """The page says done for both ends of an episode: running out of steps without a collision
+    is a truncation (PPO bootstraps), not a terminal state."""
+    length = info.get("episode_length")
+    out_of_time = isinstance(length, (int, float)) and length >= max_episode_steps
+    return out_of_time and not info.get("collision_occurred", False)

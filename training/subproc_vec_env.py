@@ -1,15 +1,11 @@
-"""SubprocVecEnv with deadlines, respawn and frozen steps.
+"""The worker-process transport: one env per process, as users of SB3's `SubprocVecEnv` know it.
 
-`TabEnv` already turns tab failures into truncated steps. This class covers the worker
-process itself dying or wedging (an exception, an OOM kill): SB3's `SubprocVecEnv` would
-then raise `EOFError` or block forever. Here the broken worker is killed and started again
-on the same port, and its env reports a truncated step, like any other tab failure.
-
-It also keeps the other tabs stepping while one is slow or being replaced, as `InlineVecEnv`
-does: a worker that says its tab failed (it then waits for the replacement page in `reset`),
-or that answers `straggler_s` later than the first worker, gets frozen steps (its last
-observation, reward 0: see training/outages.py) until its answer is in; no new action is sent
-to it meanwhile.
+`TabEnv` already turns tab failures into truncated steps; this covers the worker process itself
+dying or wedging (an exception, an OOM kill), where SB3's `SubprocVecEnv` would raise
+`EOFError` or block forever. Here the broken worker is killed and started again on the same
+port, and its env's episode ends truncated like any other tab failure. What each answer means
+for the vec step is the step round's (`training/step_round.py`); the envs report their own
+episodes (`Monitor` in the worker).
 """
 
 from __future__ import annotations
@@ -26,14 +22,25 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import SubprocVecEnv
-from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnvObs, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper
 
-from training.outages import STRAGGLER_S, OutageLog, frozen_info
+from training.outages import STRAGGLER_S
+from training.step_round import (
+    TAB_FAILURE,
+    TAB_RECYCLING,
+    TERMINAL_OBS,
+    TRUNCATED,
+    WORKER_FAILURE,
+    Answer,
+    Back,
+    Failed,
+    Stepped,
+)
+from training.tab_vec_env import Report, TabVecEnv, Transport
 
 ERROR = "__worker_error__"
-REPLACING = "__tab_replacing__"  # sent by a worker before it waits for a replacement page
-RESET_DONE = "__reset_done__"  # the first observation of a recycled tab's new page, after its episode end
+FAILED = "__tab_failed__"  # the env's tab failed: (tag, info); its first observation after the repair follows
+BACK = "__tab_back__"  # (tag, (observation, reset_info)) of the env's new page, after a failure or a recycle
 
 
 def _worker(remote: Connection, parent_remote: Connection, env_fn: CloudpickleWrapper) -> None:
@@ -51,59 +58,62 @@ def _worker(remote: Connection, parent_remote: Connection, env_fn: CloudpickleWr
         except (EOFError, OSError):
             break  # the trainer is gone
         try:
-            if cmd == "step":
-                observation, reward, terminated, truncated, info = env.step(data)
-                done = terminated or truncated
-                info["TimeLimit.truncated"] = truncated and not terminated
-                reset_info: dict[str, Any] = {}
-                if done:
-                    info["terminal_observation"] = observation
-                    if getattr(env.unwrapped, "recycle_due", lambda: False)():
-                        # The whole episode now; the new page's first observation when it is there.
-                        info["tab_recycling"] = True
-                        remote.send((observation, reward, done, info, {}))
-                        remote.send((RESET_DONE, env.reset()))
-                        continue
-                    if "tab_failure" in info:
-                        remote.send((REPLACING, str(info["tab_failure"])))
-                    observation, reset_info = env.reset()
-                remote.send((observation, reward, done, info, reset_info))
-            elif cmd == "reset":
-                options = {"options": data[1]} if data[1] else {}
-                remote.send(env.reset(seed=data[0], **options))
-            elif cmd == "close":
+            if cmd == "close":
                 env.close()
                 remote.send(None)
                 break
-            elif cmd == "get_spaces":
-                remote.send((env.observation_space, env.action_space))
-            elif cmd == "env_method":
-                remote.send(env.get_wrapper_attr(data[0])(*data[1], **data[2]))
-            elif cmd == "get_attr":
-                remote.send(env.get_wrapper_attr(data))
-            elif cmd == "has_attr":
-                remote.send(hasattr(env.unwrapped, data) or hasattr(env, data))
-            elif cmd == "set_attr":
-                remote.send(env.set_wrapper_attr(data[0], data[1]))
-            elif cmd == "is_wrapped":
-                from stable_baselines3.common.env_util import is_wrapped
-
-                remote.send(is_wrapped(env, data))
-            elif cmd == "render":
-                remote.send(env.render())
+            if cmd == "step":
+                _step(env, data, remote)
             else:
-                raise NotImplementedError(f"`{cmd}` is not implemented in the worker")
+                remote.send(_command(env, cmd, data))
         except (BrokenPipeError, EOFError):
             break
         except Exception:
             remote.send((ERROR, traceback.format_exc()))
 
 
-def _is_error(result: Any) -> bool:
-    return _is_tagged(result, ERROR)
+def _step(env: gym.Env, action: np.ndarray, remote: Connection) -> None:
+    observation, reward, terminated, truncated, info = env.step(action)
+    done = terminated or truncated
+    info[TRUNCATED] = truncated and not terminated
+    if not done:
+        remote.send((observation, reward, done, info, {}))
+        return
+    if TAB_FAILURE in info:  # the tab failed: the reset waits for its replacement page
+        remote.send((FAILED, info))
+        remote.send((BACK, env.reset()))
+        return
+    info[TERMINAL_OBS] = observation
+    if getattr(env.unwrapped, "recycle_due", lambda: False)():
+        # The whole episode now; the new page's first observation when it is there.
+        info[TAB_RECYCLING] = True
+        remote.send((observation, reward, done, info, {}))
+        remote.send((BACK, env.reset()))
+        return
+    observation, reset_info = env.reset()
+    remote.send((observation, reward, done, info, reset_info))
 
 
-def _is_tagged(result: Any, tag: str) -> bool:
+def _command(env: gym.Env, cmd: str, data: Any) -> Any:
+    if cmd == "reset":
+        options = {"options": data[1]} if data[1] else {}
+        return env.reset(seed=data[0], **options)
+    if cmd == "get_spaces":
+        return env.observation_space, env.action_space
+    if cmd == "env_method":
+        return env.get_wrapper_attr(data[0])(*data[1], **data[2])
+    if cmd == "get_attr":
+        return env.get_wrapper_attr(data)
+    if cmd == "set_attr":
+        return env.set_wrapper_attr(data[0], data[1])
+    if cmd == "is_wrapped":
+        from stable_baselines3.common.env_util import is_wrapped
+
+        return is_wrapped(env, data)
+    raise NotImplementedError(f"`{cmd}` is not implemented in the worker")
+
+
+def _tagged(result: Any, tag: str) -> bool:
     return isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], str) and result[0] == tag
 
 
@@ -111,8 +121,185 @@ class WorkerFailed(RuntimeError):
     """A worker failed outside a step (at start or reset) and could not be brought back."""
 
 
-class ResilientSubprocVecEnv(SubprocVecEnv):
+class SubprocTransport(Transport):
     """One worker process per env, each restarted on its own if it dies or stops answering."""
+
+    def __init__(
+        self,
+        env_fns: list[Callable[[], gym.Env]],
+        ctx: Any,
+        step_deadline_s: float,
+        max_respawns: int,
+        on_respawn: Callable[[int, str], None],
+    ) -> None:
+        self._env_fns, self._ctx = env_fns, ctx
+        self._step_deadline_s, self._max_respawns, self._on_respawn = step_deadline_s, max_respawns, on_respawn
+        self.respawns = 0
+        self._sent_at: dict[int, float] = {}  # workers with a step (or its repair) in flight, since when
+        self._early: list[tuple[int, Answer]] = []  # answers read outside `collect` (see `_settle`)
+        self.remotes: list[Connection] = []
+        self.processes: list[Any] = []
+        for env_fn in env_fns:
+            remote, process = self._start(env_fn)
+            self.remotes.append(remote)
+            self.processes.append(process)
+        try:
+            # Every worker, not just the first: an env that failed to start must say why now.
+            self.spaces = [self._call(i, ("get_spaces", None)) for i in range(len(env_fns))][0]
+        except BaseException:
+            for index in range(len(self.processes)):
+                self._kill(index)
+            raise
+
+    def _start(self, env_fn: Callable[[], gym.Env]) -> tuple[Connection, Any]:
+        remote, work_remote = self._ctx.Pipe()
+        process = self._ctx.Process(target=_worker, args=(work_remote, remote, CloudpickleWrapper(env_fn)), daemon=True)
+        process.start()
+        work_remote.close()
+        return remote, process
+
+    def _call(self, index: int, message: tuple[str, Any], deadline_s: float | None = None) -> Any:
+        with contextlib.suppress(BrokenPipeError, OSError):  # a failed worker left its error in the pipe
+            self.remotes[index].send(message)
+        return self._receive(index, self._step_deadline_s if deadline_s is None else deadline_s)
+
+    def _receive(self, index: int, deadline_s: float) -> Any:
+        remote = self.remotes[index]
+        if not remote.poll(deadline_s):
+            raise TimeoutError(f"env worker {index} gave no answer within {deadline_s:.0f} s")
+        try:
+            result = remote.recv()
+        except (EOFError, OSError):
+            raise WorkerFailed(f"env worker {index} died (exit code {self.processes[index].exitcode})") from None
+        if _tagged(result, ERROR):
+            raise WorkerFailed(f"env worker {index} raised:\n{result[1]}")
+        return result
+
+    # ---- Transport ---------------------------------------------------------------------
+    def send(self, actions: dict[int, np.ndarray]) -> None:
+        for index, action in actions.items():
+            try:
+                self.remotes[index].send(("step", action[0]))
+            except (BrokenPipeError, OSError) as exc:
+                self._early += self._respawn(index, f"worker pipe broken ({exc})")
+                continue
+            self._sent_at[index] = time.monotonic()
+
+    def collect(self, timeout: float | None) -> list[tuple[int, Answer]]:
+        if self._early:
+            early, self._early = self._early, []
+            return early
+        return self._poll(timeout)
+
+    def _poll(self, timeout: float | None) -> list[tuple[int, Answer]]:
+        """Read what the busy workers send within `timeout` (None: until something is in)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        answers: list[tuple[int, Answer]] = []
+        while self._sent_at:
+            wedged_at = min(self._sent_at.values()) + self._step_deadline_s
+            until = wedged_at if end is None else min(end, wedged_at)
+            for remote in wait([self.remotes[i] for i in self._sent_at], timeout=max(until - time.monotonic(), 0.0)):
+                answers += self._read(self.remotes.index(remote))  # type: ignore[arg-type]
+            for index, sent in list(self._sent_at.items()):
+                if time.monotonic() - sent > self._step_deadline_s:
+                    answers += self._respawn(index, f"no answer within {self._step_deadline_s:.0f} s (wedged)")
+            if answers or (end is not None and time.monotonic() >= end):
+                break
+        return answers
+
+    def _read(self, index: int) -> list[tuple[int, Answer]]:
+        """One message from a busy worker: its step, its tab's failure, or its new page."""
+        try:
+            result = self.remotes[index].recv()
+        except (EOFError, OSError):
+            return self._respawn(index, f"worker process died (exit code {self.processes[index].exitcode})")
+        if _tagged(result, ERROR):
+            return self._respawn(index, f"worker raised: {result[1].strip().splitlines()[-1]}")
+        if _tagged(result, FAILED):
+            return [(index, Failed(str(result[1][TAB_FAILURE]), result[1]))]
+        if _tagged(result, BACK):
+            del self._sent_at[index]
+            observation, reset_info = result[1]
+            return [(index, Back(np.asarray(observation)[None], [reset_info]))]
+        observation, reward, done, info, reset_info = result
+        recycling = bool(info.get(TAB_RECYCLING))
+        if recycling:
+            self._sent_at[index] = time.monotonic()  # its new page's first observation follows
+        else:
+            del self._sent_at[index]
+        answer = Stepped(np.asarray(observation)[None], np.array([reward]), np.array([done]), [info], recycling, [reset_info])
+        return [(index, answer)]
+
+    def _respawn(self, index: int, why: str) -> list[tuple[int, Answer]]:
+        """A new worker on the same env: the old one's episode ends truncated."""
+        self._sent_at.pop(index, None)
+        self.respawns += 1
+        self._on_respawn(index, why)
+        if self.respawns > self._max_respawns:
+            raise WorkerFailed(f"env workers were restarted {self.respawns} times; last: env {index}: {why}")
+        self._kill(index)
+        self.remotes[index], self.processes[index] = self._start(self._env_fns[index])
+        observation, reset_info = self._call(index, ("reset", (None, None)))
+        return [(index, Failed("worker", {WORKER_FAILURE: why})), (index, Back(np.asarray(observation)[None], [reset_info]))]
+
+    def _settle(self) -> None:
+        """Read the answers of busy workers (before a reset or a call on the same pipes); they
+        are handed to the next `collect`."""
+        while self._sent_at:
+            self._early += self._poll(None)
+
+    def reset(self, seeds: list[int | None], options: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        self._settle()
+        self._early.clear()
+        for index, remote in enumerate(self.remotes):
+            remote.send(("reset", (seeds[index], options[index])))
+        results = [self._receive(index, self._step_deadline_s) for index in range(len(self.remotes))]
+        obs, infos = zip(*results, strict=True)
+        return np.stack(obs), list(infos)
+
+    def _each(self, envs: list[int], message: tuple[str, Any]) -> list[Any]:
+        self._settle()
+        for index in envs:
+            self.remotes[index].send(message)
+        return [self._receive(index, self._step_deadline_s) for index in envs]
+
+    def get_attr(self, attr_name: str, envs: list[int]) -> list[Any]:
+        return self._each(envs, ("get_attr", attr_name))
+
+    def set_attr(self, attr_name: str, value: Any, envs: list[int]) -> None:
+        self._each(envs, ("set_attr", (attr_name, value)))
+
+    def env_method(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], envs: list[int]) -> list[Any]:
+        return self._each(envs, ("env_method", (method_name, args, kwargs)))
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], envs: list[int]) -> list[bool]:
+        return self._each(envs, ("is_wrapped", wrapper_class))
+
+    def _kill(self, index: int) -> None:
+        process = self.processes[index]
+        if process.is_alive():
+            with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
+                os.kill(process.pid, signal.SIGKILL)
+        process.join(timeout=5)
+        self.remotes[index].close()
+
+    def close(self) -> None:
+        for index, remote in enumerate(self.remotes):
+            try:
+                if index in self._sent_at:
+                    remote.poll(5) and remote.recv()
+                remote.send(("close", None))
+            except (BrokenPipeError, EOFError, OSError):
+                pass
+        for index, process in enumerate(self.processes):
+            process.join(timeout=10)
+            if process.is_alive():
+                self._kill(index)
+            self.remotes[index].close()
+
+
+class ResilientSubprocVecEnv(TabVecEnv):
+    """SB3's `SubprocVecEnv`, with deadlines, respawn and frozen steps (module docstring)."""
 
     def __init__(
         self,
@@ -124,228 +311,31 @@ class ResilientSubprocVecEnv(SubprocVecEnv):
         start_method: str | None = None,
         straggler_s: float = STRAGGLER_S,
         ports: list[int] | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_event: Report | None = None,  # where outages are reported
     ) -> None:
-        self.waiting = False
-        self.closed = False
-        self._env_fns = env_fns
-        self._ctx = mp.get_context(start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"))
-        self._step_deadline_s = step_deadline_s
-        self._max_respawns = max_respawns
-        self._on_respawn = on_respawn or (lambda index, why: None)
-        self.respawns = 0
-        self.straggler_s = straggler_s
-        self._ports = ports or list(range(len(env_fns)))  # names of the envs in outage reports
-        self.outages = OutageLog(on_event or (lambda kind, fields: None))
-        self._sent_at: dict[int, float] = {}  # workers with a step in flight, since when
-        self._replacing: dict[int, str] = {}  # of those, the ones waiting for a replacement page: cause
-        self._early: dict[int, Any] = {}  # step answers read outside step_wait (see _settle)
-        self.remotes: list[Connection] = []
-        self.processes: list[Any] = []
-        for env_fn in env_fns:
-            remote, process = self._start(env_fn)
-            self.remotes.append(remote)
-            self.processes.append(process)
-        try:
-            # Every worker, not just the first: an env that failed to start must say why now.
-            spaces = [self._call(i, ("get_spaces", None), 120.0) for i in range(len(env_fns))]
-        except BaseException:
-            for index in range(len(self.processes)):
-                self._kill(index)
-            raise
-        observation_space, action_space = spaces[0]
-        self._last_obs = [np.zeros(observation_space.shape, dtype=observation_space.dtype) for _ in env_fns]
-        super(SubprocVecEnv, self).__init__(len(env_fns), observation_space, action_space)
-
-    def _start(self, env_fn: Callable[[], gym.Env]) -> tuple[Connection, Any]:
-        remote, work_remote = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker, args=(work_remote, remote, CloudpickleWrapper(env_fn)), daemon=True)
-        process.start()
-        work_remote.close()
-        return remote, process
-
-    def _call(self, index: int, message: tuple[str, Any], deadline_s: float) -> Any:
-        with contextlib.suppress(BrokenPipeError, OSError):  # a failed worker left its error in the pipe
-            self.remotes[index].send(message)
-        return self._receive(index, deadline_s)
-
-    def _receive(self, index: int, deadline_s: float) -> Any:
-        remote = self.remotes[index]
-        if not remote.poll(deadline_s):
-            raise TimeoutError(f"env worker {index} gave no answer within {deadline_s:.0f} s")
-        try:
-            result = remote.recv()
-        except (EOFError, OSError):
-            raise WorkerFailed(f"env worker {index} died (exit code {self.processes[index].exitcode})") from None
-        if _is_error(result):
-            raise WorkerFailed(f"env worker {index} raised:\n{result[1]}")
-        return result
+        method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        transport = SubprocTransport(
+            env_fns, mp.get_context(method), step_deadline_s, max_respawns, on_respawn or (lambda index, why: None)
+        )
+        observation_space, action_space = transport.spaces
+        super().__init__(
+            transport, ports or list(range(len(env_fns))), 1, observation_space, action_space,
+            straggler_s=straggler_s, count_episodes=False, on_outage=on_event,
+        )
 
     @property
-    def frozen_steps(self) -> int:
-        return self.outages.frozen_steps
+    def respawns(self) -> int:
+        return self._subprocs.respawns
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self.outages.step_began()
-        self._fresh: list[int] = []
-        self._broken: dict[int, str] = {}
-        for index, (remote, action) in enumerate(zip(self.remotes, actions, strict=True)):
-            if index in self._sent_at:
-                continue  # still busy with an earlier step: it gets frozen steps (module docstring)
-            try:
-                remote.send(("step", action))
-            except (BrokenPipeError, OSError) as exc:
-                self._broken[index] = f"worker pipe broken ({exc})"
-                continue
-            self._sent_at[index] = time.monotonic()
-            self._fresh.append(index)
-        self.waiting = True
+    @property
+    def processes(self) -> list[Any]:
+        return self._subprocs.processes
 
-    def step_wait(self) -> VecEnvStepReturn:
-        results: dict[int, Any] = dict(self._early)
-        self._early.clear()
-        failed = dict(self._broken)
-        grace_end: float | None = None
-        while True:
-            busy = [i for i in self._sent_at if i not in results and i not in failed]
-            unsettled = [i for i in self._fresh if i in busy and i not in self._replacing]
-            if not busy or ((results or failed) and not unsettled):
-                break
-            if (results or failed) and grace_end is None:
-                grace_end = time.monotonic() + self.straggler_s
-            now = time.monotonic()
-            wedged_at = min(self._sent_at[i] for i in busy) + self._step_deadline_s
-            end = wedged_at if grace_end is None else min(grace_end, wedged_at)
-            if grace_end is not None and now >= grace_end:
-                break
-            for remote in wait([self.remotes[i] for i in busy], timeout=max(end - now, 0.0)):
-                index = self.remotes.index(remote)  # type: ignore[arg-type]
-                self._read_answer(index, results, failed)
-            for index in busy:
-                if index not in results and time.monotonic() - self._sent_at[index] > self._step_deadline_s:
-                    failed[index] = f"no answer within {self._step_deadline_s:.0f} s (wedged)"
-        self.waiting = False
-        for index, why in failed.items():
-            results[index] = self._respawn_and_truncate(index, why)
-        answers: list[Any] = []
-        for index in range(self.num_envs):
-            if index in results:
-                self._sent_at.pop(index, None)
-                self._replacing.pop(index, None)
-                if results[index][3].get("tab_recycling"):  # its new page's first observation follows
-                    self._sent_at[index], self._replacing[index] = time.monotonic(), "recycle"
-                answers.append(results[index])
-            else:
-                cause = self._replacing.get(index, "slow")
-                self.outages.frozen(index, cause)
-                answers.append((self._last_obs[index], 0.0, True, frozen_info(cause, self._last_obs[index]), {}))
-        self.outages.step_ended(self._ports, sorted(results))
-        obs, rewards, dones, infos, self.reset_infos = zip(*answers, strict=True)
-        for index, o in enumerate(obs):
-            self._last_obs[index] = o
-        return np.stack(obs), np.stack(rewards), np.stack(dones), infos  # type: ignore[return-value]
+    @property
+    def remotes(self) -> list[Connection]:
+        return self._subprocs.remotes
 
-    def _read_answer(self, index: int, results: dict[int, Any], failed: dict[int, str]) -> None:
-        """One message from a busy worker: its step's answer, its failure, or a replacement notice."""
-        try:
-            result = self.remotes[index].recv()
-        except (EOFError, OSError):
-            failed[index] = f"worker process died (exit code {self.processes[index].exitcode})"
-            return
-        if _is_tagged(result, RESET_DONE):
-            observation, reset_info = result[1]
-            results[index] = (observation, 0.0, True, frozen_info("recycle", self._last_obs[index]), reset_info)
-        elif _is_tagged(result, REPLACING):
-            self._replacing[index] = result[1]
-            if self.remotes[index].poll(0):  # the replacement may be there already
-                self._read_answer(index, results, failed)
-        elif _is_error(result):
-            failed[index] = f"worker raised: {result[1].strip().splitlines()[-1]}"
-        else:
-            results[index] = result
-
-    def _settle(self) -> None:
-        """Read the answers of busy workers (before a reset or an env_method on the same pipe)."""
-        for index in list(self._sent_at):
-            if index in self._early:
-                continue
-            answer: dict[int, Any] = {}
-            failed: dict[int, str] = {}
-            while not answer and not failed:
-                left = self._sent_at[index] + self._step_deadline_s - time.monotonic()
-                if not self.remotes[index].poll(max(left, 0.0)):
-                    failed[index] = f"no answer within {self._step_deadline_s:.0f} s (wedged)"
-                    break
-                self._read_answer(index, answer, failed)
-            if failed:
-                self._early[index] = self._respawn_and_truncate(index, failed[index])
-            else:
-                self._early[index] = answer[index]
-
-    def _respawn_and_truncate(self, index: int, why: str) -> tuple[Any, ...]:
-        self.respawns += 1
-        self._on_respawn(index, why)
-        if self.respawns > self._max_respawns:
-            raise WorkerFailed(f"env workers were restarted {self.respawns} times; last: env {index}: {why}")
-        self._kill(index)
-        self.remotes[index], self.processes[index] = self._start(self._env_fns[index])
-        obs, reset_info = self._call(index, ("reset", (None, None)), self._step_deadline_s)
-        terminal = self._last_obs[index]
-        info = {"TimeLimit.truncated": True, "terminal_observation": terminal, "worker_failure": why}
-        return obs, 0.0, True, info, reset_info
-
-    def reset(self) -> VecEnvObs:
-        self._settle()
-        self._early.clear()
-        self._sent_at.clear()
-        self._replacing.clear()
-        for index, remote in enumerate(self.remotes):
-            remote.send(("reset", (self._seeds[index], self._options[index])))
-        results = [self._receive(index, self._step_deadline_s) for index in range(self.num_envs)]
-        obs, self.reset_infos = zip(*results, strict=True)
-        self._reset_seeds()
-        self._reset_options()
-        self._last_obs = list(obs)
-        return np.stack(obs)
-
-    def _get_target_remotes(self, indices: Any) -> list[Any]:
-        self._settle()
-        return [_DeadlineRemote(self, i) for i in self._get_indices(indices)]
-
-    def _kill(self, index: int) -> None:
-        process = self.processes[index]
-        if process.is_alive():
-            with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
-                os.kill(process.pid, signal.SIGKILL)
-        process.join(timeout=5)
-        self.remotes[index].close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        for remote in self.remotes:
-            try:
-                if self.waiting:
-                    remote.poll(5) and remote.recv()
-                remote.send(("close", None))
-            except (BrokenPipeError, EOFError, OSError):
-                pass
-        for index, process in enumerate(self.processes):
-            process.join(timeout=10)
-            if process.is_alive():
-                self._kill(index)
-            self.remotes[index].close()
-        self.closed = True
-
-
-class _DeadlineRemote:
-    """What `env_method`/`get_attr` talk to: a pipe whose answers have a deadline."""
-
-    def __init__(self, venv: ResilientSubprocVecEnv, index: int) -> None:
-        self._venv, self._index = venv, index
-
-    def send(self, message: tuple[str, Any]) -> None:
-        self._venv.remotes[self._index].send(message)
-
-    def recv(self) -> Any:
-        return self._venv._receive(self._index, self._venv._step_deadline_s)
+    @property
+    def _subprocs(self) -> SubprocTransport:
+        assert isinstance(self.transport, SubprocTransport)
+        return self.transport

@@ -21,7 +21,8 @@ import numpy as np
 
 from training.event_loop import LoopThread
 from training.health import HealthReporter
-from training.protocol import ACTION_SIZE, OBS_SIZE
+from training.protocol import ACTION_SIZE, OBS_SIZE, ended_by_time_limit
+from training.step_round import TAB_FAILURE, TAB_FAILURE_DETAIL
 from training.tab_link import LinkDeadlines, PageSettings, TabFailure, TabLink
 
 STEP_REPORT_INTERVAL_S = 1.0
@@ -101,7 +102,7 @@ class TabEnv(gym.Env):
         except TabFailure as failure:
             self._on_failure(failure)
             self._needs_reset = True
-            info = {"tab_failure": failure.cause, "tab_failure_detail": failure.detail}
+            info = {TAB_FAILURE: failure.cause, TAB_FAILURE_DETAIL: failure.detail}
             return self._last_obs.copy(), 0.0, False, True, info
         self._last_obs = obs
         self._count_step()
@@ -109,10 +110,7 @@ class TabEnv(gym.Env):
             return obs, reward, False, False, info
         self._needs_reset = True
         self._at_boundary = True
-        # The page says done for both ends; running out of steps is a truncation, not a terminal state.
-        length = info.get("episode_length")
-        out_of_time = isinstance(length, (int, float)) and length >= self.settings.max_episode_steps
-        timed_out = out_of_time and not info.get("collision_occurred", False)
+        timed_out = ended_by_time_limit(info, self.settings.max_episode_steps)
         return obs, reward, not timed_out, timed_out, info
 
     def recycle_due(self) -> bool:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,20 +24,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from training.protocol import (
-    ACTION_SIZE,
-    FLOAT32_MAX,
-    MAX_FRAME_BYTES,
-    MAX_INFO_KEYS,
-    MAX_INFO_VALUE_CHARS,
-    MAX_SIMS,
-    OBS_SIZE,
-    PageMessage,
-    ProtocolError,
-    encode,
-    encode_action,
-    parse_page_message,
-)
+from training.batch_frames import encode_step_batch, parse_state_batch_fast
+from training.protocol import MAX_FRAME_BYTES, PageMessage, ProtocolError, encode, encode_action, parse_page_message
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 # The original app's watchdog closes its socket about 2 s after its restart_request and reconnects
@@ -186,32 +172,40 @@ class TabLink:
         """Seed the next episode (pages that announced LunarFleet's extensions only)."""
         self._pending_seed = seed
 
-    @property
-    def lockstep(self) -> bool:
-        return bool(self._hello and self._hello.lockstep)
-
     async def reset(self) -> tuple[np.ndarray, dict[str, Any]]:
         """First observation of a new episode, waiting for a page to connect if none is."""
-        if self._conn is None:
-            await self._wait_for_page()
-        conn = self._conn
-        assert conn is not None
+        conn = await self._connected_page()
         try:
-            if self._fresh:
-                # A page sends reset_complete on its own as it connects (after an optional hello).
-                await self._receive(conn, {"reset_complete"}, self.deadlines.step_s)
-                self._fresh = False
-                await self._send(conn, *self._settings_messages())
-            elif self._pending_seed is not None and self._hello is not None:
-                await self._send(conn, encode("set_seed", seed=self._pending_seed))
-            self._pending_seed = None
-            await self._send(conn, encode("reset_request"))
+            await self._request_reset(conn, {"reset_complete"})
             message = await self._receive(conn, {"reset_complete"}, self.deadlines.step_s)
         except TabFailure:
             await self._drop_connection(conn)
             raise
         assert message.observation is not None
         return message.observation, message.info
+
+    async def _connected_page(self) -> ServerConnection:
+        """The current connection; when there is none, the next page to connect."""
+        if self._conn is None:
+            await self._wait_for_page()
+        conn = self._conn
+        assert conn is not None
+        return conn
+
+    async def _request_reset(self, conn: ServerConnection, greeting: set[str], check_sims: bool = False) -> None:
+        """Send `reset_request`; first, to a page that just connected, the settings (once its own
+        first reset, one of `greeting`, came), else the seed of the next episode if one is asked for."""
+        if self._fresh:
+            # A page resets on its own as it connects (after an optional hello).
+            await self._receive(conn, greeting, self.deadlines.step_s)
+            self._fresh = False
+            if check_sims:
+                self._check_announced_sims()
+            await self._send(conn, *self._settings_messages())
+        elif self._pending_seed is not None and self._hello is not None:
+            await self._send(conn, encode("set_seed", seed=self._pending_seed))
+        self._pending_seed = None
+        await self._send(conn, encode("reset_request"))
 
     def _stepping_connection(self) -> ServerConnection:
         """The connection a step goes over: the one its episode began on."""
@@ -261,32 +255,11 @@ class TabLink:
         Works for any page: K = 1 uses the original protocol (`reset_complete`), K > 1 the
         `reset_batch` extension. A page announcing another K than expected is a failed tab.
         """
-        if self._conn is None:
-            await self._wait_for_page()
-        conn = self._conn
-        assert conn is not None
+        conn = await self._connected_page()
         batched = self.settings.sims > 1
         try:
-            if self._fresh:
-                # The page resets on its own as it connects (after an optional hello).
-                await self._receive(conn, {"reset_complete", "reset_batch"}, self.deadlines.step_s)
-                self._fresh = False
-                announced = self._hello.sims if self._hello is not None else 1
-                if announced != self.settings.sims:
-                    raise TabFailure(
-                        self.port,
-                        "garbage",
-                        f"the page runs {announced} simulation(s) but {self.settings.sims} were asked for "
-                        "(URL parameter sims; only the embedded page supports sims > 1)",
-                    )
-                await self._send(conn, *self._settings_messages())
-            elif self._pending_seed is not None and self._hello is not None:
-                await self._send(conn, encode("set_seed", seed=self._pending_seed))
-            self._pending_seed = None
-            await self._send(conn, encode("reset_request"))
-            message = await self._receive(
-                conn, {"reset_batch"} if batched else {"reset_complete"}, self.deadlines.step_s
-            )
+            await self._request_reset(conn, {"reset_complete", "reset_batch"}, check_sims=True)
+            message = await self._receive(conn, {"reset_batch"} if batched else {"reset_complete"}, self.deadlines.step_s)
             if batched:
                 assert message.observations is not None and message.infos is not None
                 self._check_count(len(message.observations), "reset_batch")
@@ -326,6 +299,16 @@ class TabLink:
         assert message.rewards is not None and message.dones is not None
         assert message.infos is not None and message.reset_observations is not None
         return message.observations, message.rewards, message.dones, message.infos, message.reset_observations
+
+    def _check_announced_sims(self) -> None:
+        announced = self._hello.sims if self._hello is not None else 1
+        if announced != self.settings.sims:
+            raise TabFailure(
+                self.port,
+                "garbage",
+                f"the page runs {announced} simulation(s) but {self.settings.sims} were asked for "
+                "(URL parameter sims; only the embedded page supports sims > 1)",
+            )
 
     def _check_count(self, count: int, what: str) -> None:
         if count != self.settings.sims:
@@ -442,98 +425,3 @@ class TabLink:
                 # episode we were stepping is gone.
                 raise TabFailure(self.port, self._drop_cause("page_reset"), "the page reset its episode by itself")
             # stale replies of other kinds are dropped
-
-
-# ---- the batched hot path: the same rules as training.protocol, checked per array -------------
-# A state_batch of 64 simulations holds ~2,000 numbers; checking each one in Python (as
-# `parse_page_message` does) costs more than the JSON decoding itself. These check whole
-# lists at once and accept only what the strict parser accepts: anything they cannot vouch
-# for goes to `parse_page_message`, which then raises its precise `ProtocolError` (or accepts).
-_NUMBER = {int, float}
-_EXACT_INT = 2**53
-_INFO_TYPES = {str, int, float, bool, type(None)}
-_ACTION_LOW = np.array([-1.0, -1.0, 0.0])
-_ACTION_HIGH = np.array([1.0, 1.0, 1.0])
-
-
-class _Doubt(Exception):
-    pass
-
-
-def encode_step_batch(actions: np.ndarray) -> str:
-    """`step_batch` as `protocol.encode_action_batch` builds it (non-finite to 0, clipped to the
-    bounds, 6 decimals), in numpy: a batch of 64 in ~50 us instead of ~700 us."""
-    rows = np.asarray(actions, dtype=np.float64).reshape(-1, ACTION_SIZE)
-    rows = np.round(np.clip(np.where(np.isfinite(rows), rows, 0.0), _ACTION_LOW, _ACTION_HIGH), 6)
-    return '{"type":"step_batch","actions":' + json.dumps(rows.tolist(), separators=(",", ":")) + "}"
-
-
-def parse_state_batch_fast(frame: str | bytes) -> PageMessage:
-    """`parse_page_message` for frames that are usually `state_batch`, checked array-wise."""
-    if isinstance(frame, str) and len(frame) <= MAX_FRAME_BYTES:
-        try:
-            data = json.loads(frame, parse_constant=_no_constant)
-            if type(data) is dict and data.get("type") == "state_batch":
-                return _state_batch(data)
-        except (_Doubt, ValueError, TypeError, OverflowError, RecursionError):
-            pass
-    return parse_page_message(frame)
-
-
-def _no_constant(name: str) -> float:
-    raise _Doubt(name)
-
-
-def _observations(rows: Any) -> np.ndarray:
-    if type(rows) is not list or not 1 <= len(rows) <= MAX_SIMS:
-        raise _Doubt
-    for row in rows:
-        if type(row) is not list or len(row) != OBS_SIZE:
-            raise _Doubt
-    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER:
-        raise _Doubt
-    values = np.array(rows, dtype=np.float64)
-    if not np.isfinite(values).all() or np.abs(values).max() > FLOAT32_MAX:
-        raise _Doubt
-    return values.astype(np.float32)
-
-
-def _state_batch(data: dict[str, Any]) -> PageMessage:
-    observations = _observations(data.get("observations"))
-    count = len(observations)
-    rewards, dones, infos, resets = (data.get(k) for k in ("rewards", "dones", "infos", "reset_observations"))
-    for field in (rewards, dones, infos, resets):
-        if type(field) is not list or len(field) != count:
-            raise _Doubt
-    if not set(map(type, rewards)) <= _NUMBER or not set(map(type, dones)) <= {bool}:
-        raise _Doubt
-    reward_values = np.array(rewards, dtype=np.float64)
-    if not np.isfinite(reward_values).all():
-        raise _Doubt
-    for info in infos:
-        if type(info) is not dict or len(info) > MAX_INFO_KEYS:
-            raise _Doubt
-    values = list(chain.from_iterable(info.values() for info in infos))
-    if not set(map(type, values)) <= _INFO_TYPES:
-        raise _Doubt
-    floats = [v for v in values if type(v) is float]
-    if floats and not np.isfinite(np.array(floats)).all():
-        raise _Doubt
-    if any(abs(v) > _EXACT_INT for v in values if type(v) is int):
-        raise _Doubt  # the strict parser turns these into floats (or refuses them)
-    texts = [v for v in values if type(v) is str]
-    if texts and max(map(len, texts)) > MAX_INFO_VALUE_CHARS:
-        raise _Doubt
-    ends = [i for i, r in enumerate(resets) if r is not None]
-    firsts: list[np.ndarray | None] = [None] * count
-    if ends:
-        for i, first in zip(ends, _observations([resets[i] for i in ends]), strict=True):
-            firsts[i] = first
-    return PageMessage(
-        type="state_batch",
-        observations=observations,
-        rewards=reward_values,
-        dones=np.array(dones, dtype=bool),
-        infos=infos,
-        reset_observations=firsts,
-    )

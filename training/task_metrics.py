@@ -19,8 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-FAILURE_KEYS = ("tab_failure", "worker_failure")  # an episode cut short by a failure, not by the policy
-FROZEN_KEY = "tab_waiting"  # a frozen step: the tab stood still, no episode ended
+from training.step_round import FAILURE_KEYS, TAB_WAITING
 
 # The reward-gaming rule (`gaming_verdict`).
 WINDOW = 100  # recent episodes the metrics and the rule look at (as SB3's ep_rew_mean)
@@ -37,7 +36,7 @@ def ended_by_failure(info: Mapping[str, Any]) -> bool:
 
 def is_episode_end(done: bool, info: Mapping[str, Any]) -> bool:
     """Whether this step ends a real episode of the policy (not a frozen step, not a failure's cut)."""
-    return bool(done) and FROZEN_KEY not in info and not ended_by_failure(info)
+    return bool(done) and TAB_WAITING not in info and not ended_by_failure(info)
 
 
 def _count(info: Mapping[str, Any], key: str) -> int | None:

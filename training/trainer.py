@@ -1,6 +1,6 @@
-"""PPO on a vec env of tabs: set-up with the seed's hyperparameters, resume, checkpoints, stop.
+"""PPO on a vec env of tabs: set-up with the original app's hyperparameters, resume, checkpoints, stop.
 
-Reads top to bottom like the seed's `train_ppo_parallel.py`: load the newest checkpoint (or
+Reads top to bottom like the original app's `train_ppo_parallel.py`: load the newest checkpoint (or
 start fresh), learn up to the target step count, save atomically along the way and at the end.
 It knows nothing of browsers; the orchestrator hands it a vec env and a `should_stop` check.
 """
@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from training import checkpoints
 from training.curriculum import CurriculumCallback
+from training.step_round import TAB_WAITING
 from training.task_metrics import TaskTracker, ended_by_failure
 
 Say = Callable[[str], None]
@@ -30,7 +31,7 @@ Say = Callable[[str], None]
 
 @dataclass
 class PPOSettings:
-    """The seed's hyperparameters (train_ppo_parallel.py)."""
+    """The original app's hyperparameters (train_ppo_parallel.py)."""
 
     learning_rate: float = 3e-4
     n_steps: int = 2048
@@ -56,7 +57,7 @@ class TrainSettings:
     progress_bar: bool = False
     log_interval_s: float = 10.0
     torch_threads: int | None = None
-    keep_checkpoints: int = 0  # 0: keep every periodic checkpoint, as the seed does
+    keep_checkpoints: int = 0  # 0: keep every periodic checkpoint, as the original app does
     max_seconds: float | None = None  # time budget (--hours)
     curriculum: list[int] | None = None  # stage budgets in steps; None: one fixed stage
     max_episode_steps: int | None = None  # the episode limit, for the reward-gaming rule (training/task_metrics.py)
@@ -87,7 +88,7 @@ class CheckpointLoadError(RuntimeError):
 
 
 def load_or_create(settings: TrainSettings, venv: VecEnv, say: Say) -> tuple[PPO, Path | None]:
-    """The seed's AUTO_LOAD_LATEST / LOAD_MODEL, skipping checkpoints that do not load."""
+    """The original app's AUTO_LOAD_LATEST / LOAD_MODEL, skipping checkpoints that do not load."""
     if settings.load is not None:
         reason = checkpoints.looks_loadable(settings.load) if settings.load.exists() else "no such file"
         if reason:
@@ -148,79 +149,23 @@ def train(
     record: Callable[[dict[str, Any]], None] = lambda fields: None,
     extra_callbacks: Sequence[BaseCallback] = (),
 ) -> TrainResult:
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    model, loaded_from = load_or_create(settings, venv, say)
-    start = model.num_timesteps
-    result = TrainResult(status="completed", start_timesteps=start, loaded_from=loaded_from)
-    if loaded_from is not None:
-        say(f"[Setup] Loaded {loaded_from} ({start:,} steps done); continuing the step count from there")
-    remaining = settings.total_timesteps - start
-    if remaining <= 0:
-        result.status, result.timesteps = "already_done", start
-        result.message = (
-            f"the checkpoint already has {start:,} steps, at or past --timesteps {settings.total_timesteps:,}; "
-            "pass a larger --timesteps to train on, or --no-auto-load to start fresh"
-        )
+    """Learn up to `settings.total_timesteps` steps in total; whatever ends the run, save a checkpoint."""
+    model, result = _resume(settings, venv, say)
+    if result.status == "already_done":
         return result
-
-    def save(path: Path) -> Path:
-        checkpoints.save_atomic(model, path)
-        on_checkpoint(path, model.num_timesteps)
-        for old in checkpoints.prune(settings.models_dir, settings.keep_checkpoints):
-            record({"event": "checkpoint_pruned", "path": str(old)})
-        return path
-
+    save = _checkpoint_saver(model, settings, on_checkpoint, record)
     began = time.monotonic()
-
-    def stop_reason() -> str | None:
-        if settings.max_seconds is not None and time.monotonic() - began >= settings.max_seconds:
-            return f"the time budget of {settings.max_seconds / 3600:g} h is used up"
-        return should_stop()
-
     stats = RunStats(
-        settings.log_interval_s, settings.total_timesteps, say, stop_reason, not settings.progress_bar, on_steps, record,
-        settings.train_on, max_episode_steps=settings.max_episode_steps,
+        settings.log_interval_s, settings.total_timesteps, say, _within_budget(settings.max_seconds, began, should_stop),
+        not settings.progress_bar, on_steps, record, settings.train_on, max_episode_steps=settings.max_episode_steps,
     )
-
-    def periodic(steps: int) -> None:
-        save(checkpoints.steps_path(settings.models_dir, steps))
-        mean = stats.mean_reward()
-        if mean is not None and (stats.best_saved is None or mean > stats.best_saved):
-            stats.best_saved = mean
-            save(checkpoints.best_path(settings.models_dir))
-
-    saver = PeriodicCheckpoint(settings.save_freq, periodic)
+    saver = PeriodicCheckpoint(settings.save_freq, _periodic_save(settings.models_dir, save, stats))
     callbacks: list[BaseCallback] = [stats, saver]
     if settings.curriculum:
-
-        def set_stage(stage: int) -> None:
-            venv.env_method("set_stage", stage)
-            say(f"[Train] Curriculum: stage {stage} from step {model.num_timesteps:,}")
-            record({"event": "stage", "stage": stage, "steps": model.num_timesteps})
-
-        callbacks.append(CurriculumCallback(settings.curriculum, set_stage))
+        callbacks.append(_curriculum(settings.curriculum, venv, model, say, record))
     callbacks.extend(extra_callbacks)
     try:
-        model.learn(
-            total_timesteps=remaining,
-            callback=CallbackList(callbacks),
-            reset_num_timesteps=loaded_from is None,
-            tb_log_name="ppo",
-            progress_bar=settings.progress_bar,
-        )
-        while stats.stop_reason is None and not stats.stopped_at_target and settings.train_on(model.num_timesteps):
-            model.learn(
-                total_timesteps=model.n_steps * model.n_envs,  # one more rollout; RunStats stops it when done
-                callback=CallbackList(callbacks),
-                reset_num_timesteps=False,
-                tb_log_name="ppo",
-                progress_bar=settings.progress_bar,
-            )
-        if stats.stop_reason:
-            result.status, result.message = "stopped", stats.stop_reason
-            if stats.stop_reason.startswith("the time budget"):
-                result.status = "time_up"
+        _learn(model, settings, result, callbacks, stats)
         final = checkpoints.steps_path(settings.models_dir, model.num_timesteps)
         result.checkpoint = final if saver.last_saved == model.num_timesteps else save(final)
     except KeyboardInterrupt:
@@ -230,13 +175,110 @@ def train(
         result.status, result.message = "failed", f"{type(exc).__name__}: {exc}"
         result.traceback = traceback.format_exc()
         result.checkpoint = save(checkpoints.steps_path(settings.models_dir, model.num_timesteps))
-    result.elapsed_s = time.monotonic() - began
+    _finish(result, model, stats, time.monotonic() - began)
+    return result
+
+
+def _resume(settings: TrainSettings, venv: VecEnv, say: Say) -> tuple[PPO, TrainResult]:
+    """The model to train (the newest checkpoint, or a fresh one), and a result saying where it started;
+    "already_done" when that checkpoint is at or past the target."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    model, loaded_from = load_or_create(settings, venv, say)
+    start = model.num_timesteps
+    result = TrainResult(status="completed", start_timesteps=start, loaded_from=loaded_from)
+    if loaded_from is not None:
+        say(f"[Setup] Loaded {loaded_from} ({start:,} steps done); continuing the step count from there")
+    if settings.total_timesteps - start <= 0:
+        result.status, result.timesteps = "already_done", start
+        result.message = (
+            f"the checkpoint already has {start:,} steps, at or past --timesteps {settings.total_timesteps:,}; "
+            "pass a larger --timesteps to train on, or --no-auto-load to start fresh"
+        )
+    return model, result
+
+
+def _checkpoint_saver(
+    model: PPO, settings: TrainSettings, on_checkpoint: Callable[[Path, int], None], record: Callable[[dict[str, Any]], None]
+) -> Callable[[Path], Path]:
+    """save(path): write the model atomically, say so, and prune old periodic checkpoints."""
+
+    def save(path: Path) -> Path:
+        checkpoints.save_atomic(model, path)
+        on_checkpoint(path, model.num_timesteps)
+        for old in checkpoints.prune(settings.models_dir, settings.keep_checkpoints):
+            record({"event": "checkpoint_pruned", "path": str(old)})
+        return path
+
+    return save
+
+
+def _within_budget(max_seconds: float | None, began: float, should_stop: Callable[[], str | None]) -> Callable[[], str | None]:
+    """`should_stop`, and the time budget (--hours) counted from `began`."""
+
+    def stop_reason() -> str | None:
+        if max_seconds is not None and time.monotonic() - began >= max_seconds:
+            return f"the time budget of {max_seconds / 3600:g} h is used up"
+        return should_stop()
+
+    return stop_reason
+
+
+def _periodic_save(models_dir: Path, save: Callable[[Path], Path], stats: RunStats) -> Callable[[int], None]:
+    """The periodic checkpoint, and `..._best.zip` when the mean episode reward is the best saved yet."""
+
+    def periodic(steps: int) -> None:
+        save(checkpoints.steps_path(models_dir, steps))
+        mean = stats.mean_reward()
+        if mean is not None and (stats.best_saved is None or mean > stats.best_saved):
+            stats.best_saved = mean
+            save(checkpoints.best_path(models_dir))
+
+    return periodic
+
+
+def _curriculum(
+    budgets: list[int], venv: VecEnv, model: PPO, say: Say, record: Callable[[dict[str, Any]], None]
+) -> CurriculumCallback:
+    def set_stage(stage: int) -> None:
+        venv.env_method("set_stage", stage)
+        say(f"[Train] Curriculum: stage {stage} from step {model.num_timesteps:,}")
+        record({"event": "stage", "stage": stage, "steps": model.num_timesteps})
+
+    return CurriculumCallback(budgets, set_stage)
+
+
+def _learn(model: PPO, settings: TrainSettings, result: TrainResult, callbacks: list[BaseCallback], stats: RunStats) -> None:
+    """Learn the remaining steps; past the target, a rollout at a time while `train_on` asks for more;
+    note in `result` why training stopped early, if it did."""
+    model.learn(
+        total_timesteps=settings.total_timesteps - result.start_timesteps,
+        callback=CallbackList(callbacks),
+        reset_num_timesteps=result.loaded_from is None,
+        tb_log_name="ppo",
+        progress_bar=settings.progress_bar,
+    )
+    while stats.stop_reason is None and not stats.stopped_at_target and settings.train_on(model.num_timesteps):
+        model.learn(
+            total_timesteps=model.n_steps * model.n_envs,  # one more rollout; RunStats stops it when done
+            callback=CallbackList(callbacks),
+            reset_num_timesteps=False,
+            tb_log_name="ppo",
+            progress_bar=settings.progress_bar,
+        )
+    if stats.stop_reason:
+        result.status, result.message = "stopped", stats.stop_reason
+        if stats.stop_reason.startswith("the time budget"):
+            result.status = "time_up"
+
+
+def _finish(result: TrainResult, model: PPO, stats: RunStats, elapsed_s: float) -> None:
+    result.elapsed_s = elapsed_s
     result.timesteps = model.num_timesteps
     result.episodes, result.tab_failures = stats.episodes, stats.tab_failures
-    result.fps = (result.timesteps - start) / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    result.fps = (result.timesteps - result.start_timesteps) / result.elapsed_s if result.elapsed_s > 0 else 0.0
     result.mean_episode_reward = stats.mean_reward()
     result.task = stats.task.summary().to_json()
-    return result
 
 
 class RunStats(BaseCallback):
@@ -277,7 +319,7 @@ class RunStats(BaseCallback):
         # This step's episodes count even when it is the last one (the step was made).
         infos: list[dict[str, Any]] = self.locals.get("infos", [])
         for done, info in zip(self.locals.get("dones", []), infos, strict=False):
-            if not done or "tab_waiting" in info:  # a frozen step (training/outages.py)
+            if not done or TAB_WAITING in info:  # a frozen step (training/step_round.py)
                 continue
             if ended_by_failure(info):
                 self.tab_failures += 1

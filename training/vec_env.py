@@ -11,17 +11,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import VecEnv
-
-from training.health import HealthReporter
-from training.inline_vec_env import InlineVecEnv
 from training.outages import STRAGGLER_S
-from training.subproc_vec_env import ResilientSubprocVecEnv
-from training.tab_env import TabEnv
 from training.tab_link import LinkDeadlines, PageSettings
+
+if TYPE_CHECKING:  # the vec envs import SB3 and torch: not for `lunarfleet --help`
+    import gymnasium as gym
+
+    from training.tab_vec_env import TabVecEnv
+
+VEC_ENV_KINDS = ("inline", "subproc")
+# lunarfleet bench: inline is as fast as subproc with one simulation per tab, starts in a fraction
+# of the time, and needs no worker process (~160 MB) per tab.
+DEFAULT_VEC_ENV = "inline"
 
 
 @dataclass
@@ -33,7 +36,7 @@ class FleetEnvSettings:
     run_token: str = ""
     page_token: str | None = None
     origins: list[str | None] | None = None
-    vec_env: str = "subproc"  # VEC_ENV_KINDS
+    vec_env: str = DEFAULT_VEC_ENV  # one of VEC_ENV_KINDS
     sims_per_tab: int = 1  # > 1: inline only, the page URL must carry sims=K
     straggler_s: float = STRAGGLER_S  # the others wait this long for a slow tab, then it gets frozen steps
 
@@ -42,10 +45,13 @@ class FleetEnvSettings:
         return len(self.ports) * self.sims_per_tab
 
 
-VEC_ENV_KINDS = ("inline", "subproc")
 
 
 def make_tab_env(port: int, env_id: int, settings: FleetEnvSettings) -> gym.Env:
+    from stable_baselines3.common.monitor import Monitor
+
+    from training.tab_env import TabEnv
+
     page = replace(settings.page, env_id=env_id, env_count=len(settings.ports))
     env = TabEnv(
         port,
@@ -61,8 +67,16 @@ def make_tab_env(port: int, env_id: int, settings: FleetEnvSettings) -> gym.Env:
 
 
 def make_vec_env(
-    settings: FleetEnvSettings, on_respawn: Callable[[int, str], None] | None = None
-) -> VecEnv:
+    settings: FleetEnvSettings,
+    on_respawn: Callable[[int, str], None] | None = None,
+    on_outage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> TabVecEnv:
+    """The vec env of `settings.vec_env`'s kind. `on_outage` gets each tab outage as it ends (and
+    those still open when it closes), in this process; without it they go on the health channel."""
+    from training.health import HealthReporter
+    from training.inline_vec_env import InlineVecEnv
+    from training.subproc_vec_env import ResilientSubprocVecEnv
+
     if settings.vec_env not in VEC_ENV_KINDS:
         raise ValueError(f"unknown vec env kind {settings.vec_env!r}; known: {', '.join(VEC_ENV_KINDS)}")
     if settings.vec_env == "inline":
@@ -76,6 +90,7 @@ def make_vec_env(
             origins=settings.origins,
             run_token=settings.run_token,
             straggler_s=settings.straggler_s,
+            on_outage=on_outage,
         )
     if settings.sims_per_tab != 1:
         raise ValueError("several simulations per tab need the inline vec env (--vec-env inline)")
@@ -87,5 +102,5 @@ def make_vec_env(
         on_respawn=on_respawn,
         straggler_s=settings.straggler_s,
         ports=settings.ports,
-        on_event=HealthReporter(settings.health_port, settings.run_token),
+        on_event=on_outage or HealthReporter(settings.health_port, settings.run_token),
     )

@@ -1,0 +1,145 @@
+"""`lunarfleet bench`'s settings, its result (rows and figures, as in `--json`), and the summary
+drawn from the rows at the end: the best 4-tab collection, the faster vec env kind, real-time
+versus lock-step, and each target met or missed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STARTUP_TABS = 8
+MAX_EPISODE_STEPS = 1000
+TARGETS = {
+    "collection_4_tabs": 8000.0,  # env-steps/s, at least
+    "ppo_ratio": 0.9,  # PPO fps with tabs / with the null env, at least
+    "startup_s_8_tabs": 5.0,  # at most
+    "pss_mb_per_tab": 60.0,  # at most
+}
+
+
+@dataclass
+class BenchSettings:
+    quick: bool = False
+    tabs: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    sims: list[int] = field(default_factory=lambda: [8, 32, 64])  # K of the batched rows
+    kinds: list[str] = field(default_factory=lambda: ["inline", "subproc"])
+    seconds: float = 4.0  # measuring window of each collection row
+    warmup_s: float = 1.0
+    ppo: bool = True
+    ppo_tabs: int = 4
+    ppo_sims: int | None = None  # None: the K that collected fastest with ppo_tabs tabs
+    ppo_rollout: int = 8192  # samples per PPO rollout (n_steps = rollout / envs)
+    ppo_rollouts: int = 3
+    ppo_single_sim: bool = True  # also PPO over one simulation per tab, per vec env kind (slow)
+    realtime_tabs: list[int] = field(default_factory=lambda: [1])  # more tabs share one window: hidden ones get no frames
+    vec_env_start: bool = True  # (d) also: seconds to start each vec env kind for 8 tabs, workers without preloading (slow)
+    base_port: int = 8765
+    app_port: int = 4200
+    browser: str | None = None
+    json_path: Path | None = None
+
+    @classmethod
+    def quick_settings(cls, **overrides: Any) -> BenchSettings:
+        base = cls(
+            quick=True, sims=[64], seconds=1.5, warmup_s=0.4, ppo_rollout=4096, ppo_rollouts=2, ppo_single_sim=False,
+            realtime_tabs=[1], vec_env_start=False,
+        )
+        for key, value in overrides.items():
+            setattr(base, key, value)
+        return base
+
+
+@dataclass
+class Row:
+    mode: str  # inline, subproc, inline-simsK, null, realtime, ppo-tabs, ppo-null
+    tabs: int
+    sims_per_tab: int
+    envs: int
+    steps_per_s: float
+    ratio_to_ceiling: float | None = None
+    python_cpu_ms_per_1k: float | None = None  # CPU of this process and its Python workers
+    browser_cpu_ms_per_1k: float | None = None  # CPU of Chromium and the Playwright driver
+    note: str = ""
+
+
+@dataclass
+class BenchResult:
+    rows: list[Row] = field(default_factory=list)
+    startup_s_8_tabs: float | None = None
+    pool_ready_s_8_tabs: float | None = None
+    startup: dict[str, Any] = field(default_factory=dict)  # (d) broken down, seconds after launch
+    vec_env_start_s_8_tabs: dict[str, float] = field(default_factory=dict)  # until its ports listen (pages can connect)
+    pss_mb_per_tab: float | None = None
+    pss_mb_per_tab_max: float | None = None
+    pss_mb_browser_shared: float | None = None
+    pss_mb_per_subproc_worker: float | None = None  # what --vec-env subproc adds per tab (forked from a preloaded server)
+    pss_mb_per_subproc_worker_as_train: float | None = None  # (full) workers started as `train` starts them
+    ppo_fps_tabs: float | None = None
+    ppo_fps_null: float | None = None
+    ppo_ratio: float | None = None
+    ppo_ratio_same_training: float | None = None  # the ratio if both runs' training had taken the same time
+    ppo: dict[str, Any] = field(default_factory=dict)
+    collection_4_tabs: dict[str, Any] = field(default_factory=dict)
+    realtime: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fastest_kind: str | None = None  # inline, subproc or tie (within 10%), one simulation per tab
+    machine: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- the summary ---------------------------------------------------------------------------------
+def summarise(r: BenchResult) -> None:
+    """The figures drawn from the rows, then each target's verdict."""
+    collecting = [row for row in r.rows if row.mode in ("inline", "subproc") or row.mode.startswith("inline-sims")]
+    _best_four_tabs(r, collecting)
+    _fastest_kind(r, collecting)
+    _realtime_against_lockstep(r, collecting)
+    _check_targets(r)
+
+
+def _best_four_tabs(r: BenchResult, collecting: list[Row]) -> None:
+    four = [row for row in collecting if row.tabs == 4]
+    if four:
+        best = max(four, key=lambda row: row.steps_per_s)
+        r.collection_4_tabs = {"mode": best.mode, "envs": best.envs, "steps_per_s": best.steps_per_s}
+
+
+def _fastest_kind(r: BenchResult, collecting: list[Row]) -> None:
+    by_kind: dict[str, list[float]] = {}
+    for row in collecting:
+        if row.mode in ("inline", "subproc"):
+            by_kind.setdefault(row.mode, []).append(row.steps_per_s)
+    if len(by_kind) == 2 and len(by_kind["inline"]) == len(by_kind["subproc"]):
+        # one simulation per tab, summed over the tab counts; within 10% is a tie
+        inline, subproc = sum(by_kind["inline"]), sum(by_kind["subproc"])
+        r.fastest_kind = "tie" if abs(inline - subproc) <= 0.1 * max(inline, subproc) else "inline" if inline > subproc else "subproc"
+
+
+def _realtime_against_lockstep(r: BenchResult, collecting: list[Row]) -> None:
+    for row in (row for row in r.rows if row.mode == "realtime"):
+        lock = next((x for x in collecting if x.mode == "inline" and x.tabs == row.tabs), None)
+        if lock is not None:
+            r.realtime[f"{row.tabs}_tabs"] = {
+                "realtime_steps_per_s": row.steps_per_s,
+                "lockstep_steps_per_s": lock.steps_per_s,
+                "lockstep_gain": round(lock.steps_per_s / max(row.steps_per_s, 1e-9), 1),
+            }
+
+
+def _check_targets(r: BenchResult) -> None:
+    checks = {
+        "collection_4_tabs": (r.collection_4_tabs.get("steps_per_s"), ">="),
+        "ppo_ratio": (r.ppo_ratio, ">="),
+        "startup_s_8_tabs": (r.startup_s_8_tabs, "<="),
+        "pss_mb_per_tab": (r.pss_mb_per_tab, "<="),
+    }
+    for name, (value, op) in checks.items():
+        target = TARGETS[name]
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        r.targets[name] = {"value": value, "target": f"{op} {target:g}", "met": met}
