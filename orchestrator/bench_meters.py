@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
 
 from browser_pool.pool import TabPool
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
 
 
 class CpuMeter:
@@ -37,7 +40,7 @@ class CpuMeter:
         return used
 
 
-def collect(venv: Any, seconds: float, warmup_s: float, meter: CpuMeter | None = None) -> tuple[float, dict[str, float]]:
+def collect(venv: VecEnv, seconds: float, warmup_s: float, meter: CpuMeter | None = None) -> tuple[float, dict[str, float]]:
     """Env-steps per second of a random policy; CPU ms per 1000 env-steps by group."""
     rng = np.random.default_rng(0)
     low, high = venv.action_space.low, venv.action_space.high
@@ -80,7 +83,7 @@ def renderer_pss_mb(pool: TabPool) -> tuple[list[float], float]:
     return per_tab, shared
 
 
-def worker_pss_mb(venv: Any) -> list[float]:
+def worker_pss_mb(venv: VecEnv) -> list[float]:
     """PSS of each worker process of a subproc vec env (none for an inline one)."""
     pss = []
     for process in getattr(venv, "processes", []):

@@ -12,6 +12,8 @@ from orchestrator.bench_results import MAX_EPISODE_STEPS, BenchResult, Row
 from training.null_env import NullVecEnv
 
 if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
     from orchestrator.bench_session import Bench
 
 
@@ -42,7 +44,7 @@ class PPORun:
     """PPO (the original app's hyperparameters, n_steps from `rollout`) on `venv`, timed in wall clock,
     learning one or more rollouts at a time (so two runs can take turns)."""
 
-    def __init__(self, venv: Any, rollout: int, seed: int = 0) -> None:
+    def __init__(self, venv: VecEnv, rollout: int, seed: int = 0) -> None:
         from training.trainer import PPOSettings, new_ppo
 
         self.n_steps = max(rollout // venv.num_envs, 2)
@@ -75,7 +77,7 @@ class PPORun:
         }
 
 
-def ppo_fps(venv: Any, rollout: int, rollouts: int, seed: int = 0) -> dict[str, Any]:
+def ppo_fps(venv: VecEnv, rollout: int, rollouts: int, seed: int = 0) -> dict[str, Any]:
     run = PPORun(venv, rollout, seed)
     run.learn(rollouts)
     return run.result()

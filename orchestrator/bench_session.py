@@ -9,7 +9,7 @@ import contextlib
 import multiprocessing as mp
 import secrets
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from browser_pool.chromium import LaunchOptions
 from browser_pool.pool import TabPool
@@ -20,6 +20,9 @@ from orchestrator.run_setup import RunPieces, find_browser, free_ports, serve_pa
 from training.event_loop import LoopThread
 from training.tab_link import LinkDeadlines, PageSettings
 from training.vec_env import FleetEnvSettings, make_vec_env
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
 
 
 class Bench:
@@ -97,7 +100,7 @@ class Bench:
         with contextlib.closing(make_vec_env(settings)) as venv:
             yield venv
 
-    def row(self, mode: str, tabs: int, sims: int, venv: Any) -> Row:
+    def row(self, mode: str, tabs: int, sims: int, venv: VecEnv) -> Row:
         """A collection row: env-steps/s of a random policy through `venv`, and its CPU."""
         rate, cpu = collect(venv, self.s.seconds, self.s.warmup_s, self.meter)
         row = Row(

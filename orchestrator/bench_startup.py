@@ -20,6 +20,8 @@ from training.tab_link import LinkDeadlines, PageSettings
 from training.vec_env import FleetEnvSettings, make_vec_env
 
 if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
     from orchestrator.bench_session import Bench
 
 
@@ -116,7 +118,7 @@ def measure_memory(bench: Bench, pool: TabPool) -> None:
     bench.say(f"[Bench]   PSS per tab (renderer) {r.pss_mb_per_tab} MB, browser's shared processes {shared:.0f} MB")
 
 
-def measure_workers(bench: Bench, venv: Any) -> None:
+def measure_workers(bench: Bench, venv: VecEnv) -> None:
     """PSS of a subproc vec env's worker processes (forked from the preloaded server)."""
     pss = worker_pss_mb(venv)
     if pss:

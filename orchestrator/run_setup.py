@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from browser_pool.chromium import BrowserChoice, LaunchOptions, find_chromium
 from browser_pool.pool import PoolSettings
@@ -37,6 +37,9 @@ from orchestrator.ports import free_block
 from orchestrator.sizing import NotEnoughMemory, memory_refusal
 from training.tab_link import LinkDeadlines, PageSettings
 from training.vec_env import FleetEnvSettings, make_vec_env
+
+if TYPE_CHECKING:
+    from training.tab_vec_env import TabVecEnv
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -67,7 +70,7 @@ class RunPieces:
 
     app: AppServer | None = None
     fleet: Fleet | None = None
-    venv: Any = None
+    venv: TabVecEnv | None = None
     monitoring: Monitoring | None = None
 
     def finish_monitoring(self, state: str, extra: dict[str, Any] | None = None) -> None:
@@ -172,7 +175,7 @@ def fleet_env_settings(cfg: RunConfig, ports: list[int], urls: list[str], health
     )
 
 
-def open_vec_env(run: RunPieces, settings: FleetEnvSettings, events: EventLog) -> Any:
+def open_vec_env(run: RunPieces, settings: FleetEnvSettings, events: EventLog) -> TabVecEnv:
     """The vec env (`training.vec_env.make_vec_env`); each respawned env worker is an event."""
     assert run.fleet is not None
     run.venv = make_vec_env(

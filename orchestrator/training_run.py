@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from browser_pool.faults import parse_spec
 from orchestrator.chaos import ChaosMonkey, describe
@@ -29,6 +29,9 @@ from orchestrator.run_setup import RunPieces, open_run_folder, set_up_training, 
 from orchestrator.sizing import trainer_threads
 from training.evaluate import evaluation_report
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
+
+if TYPE_CHECKING:
+    from training.tab_vec_env import TabVecEnv
 
 
 @dataclass
@@ -165,7 +168,7 @@ def _train_settings(cfg: RunConfig) -> TrainSettings:
     )
 
 
-def _checkpoint_hook(venv: Any, events: EventLog) -> Callable[[Path, int], None]:
+def _checkpoint_hook(venv: TabVecEnv, events: EventLog) -> Callable[[Path, int], None]:
     """The trainer's on_checkpoint: an event, and the checkpoint's name to each page."""
 
     def on_checkpoint(path: Path, steps: int) -> None:
@@ -204,7 +207,7 @@ def _chaos_verdict(chaos: ChaosMonkey, result: TrainResult, summary: RunSummary,
         summary.error = summary.error or f"chaos: {len(report.missing)} of {report.faults_planned} planned faults were not injected and recovered ({missing})"
 
 
-def _evaluate_job(cfg: RunConfig, venv: Any, summary: RunSummary) -> None:
+def _evaluate_job(cfg: RunConfig, venv: TabVecEnv, summary: RunSummary) -> None:
     policy = str(cfg.load) if cfg.load else "random actions"
     say(f"Evaluating {policy} over {cfg.eval_episodes} episodes on {cfg.envs} tabs (stage {cfg.stage})")
     summary.evaluation = evaluation_report(venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,

@@ -18,6 +18,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from training.step_round import EPISODE, TERMINAL_OBS, TRUNCATED
 from training.tab_env import action_space, observation_space
 
 BANK = 1024  # distinct observations cycled through (drawn once: no RNG cost per step)
@@ -94,9 +95,9 @@ class NullVecEnv(VecEnv):
         infos = [_info(int(t)) for t in self._t]
         for i in np.flatnonzero(dones):
             info = infos[i]
-            info["TimeLimit.truncated"] = True
-            info["terminal_observation"] = obs[i].copy()
-            info["episode"] = {"r": round(float(self._returns[i]), 6), "l": int(self._t[i]), "t": round(time.time() - self._began, 6)}
+            info[TRUNCATED] = True
+            info[TERMINAL_OBS] = obs[i].copy()
+            info[EPISODE] = {"r": round(float(self._returns[i]), 6), "l": int(self._t[i]), "t": round(time.time() - self._began, 6)}
             obs[i] = self._bank[0, i]
             self._t[i] = 0
             self._returns[i] = 0.0
