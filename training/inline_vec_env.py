@@ -12,6 +12,7 @@ on the same port. Only a port that stays empty past the connect deadline raises 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -41,6 +42,7 @@ from training.tab_link import LinkDeadlines, PageSettings, TabFailure, TabLink
 from training.tab_vec_env import Report, TabVecEnv, Transport
 
 STEP_REPORT_INTERVAL_S = 1.0
+CLOSE_TIMEOUT_S = 15.0
 
 
 class InlineTransport(Transport):
@@ -138,7 +140,15 @@ class InlineTransport(Transport):
 
     def close(self) -> None:
         try:
-            self._loop.run(self._close_all(), timeout=15)
+            self._loop.run(self._close_all(), timeout=CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            # Seen once, after Ctrl+C in a full test run (cause not found yet): a run that has saved
+            # its checkpoint must not fail for it. The sockets close with the process; what was
+            # still open is logged, to find the cause.
+            pending = [t.get_coro() for t in asyncio.all_tasks(self._loop.loop) if not t.done()]
+            logging.getLogger("lunarfleet.inline").warning(
+                "closing the tabs' sockets took over %.0f s; still open: %s", CLOSE_TIMEOUT_S, pending
+            )
         finally:
             self._loop.stop()
 
