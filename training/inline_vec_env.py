@@ -37,11 +37,10 @@ from training.step_round import (
     Failed,
     Stepped,
 )
-from training.tab_env import action_space, observation_space
+from training.tab_env import STEP_REPORT_INTERVAL_S, action_space, observation_space
 from training.tab_link import LinkDeadlines, PageSettings, TabFailure, TabLink
 from training.tab_vec_env import Report, TabVecEnv, Transport
 
-STEP_REPORT_INTERVAL_S = 1.0
 CLOSE_TIMEOUT_S = 15.0
 
 
