@@ -26,7 +26,8 @@ from playwright.async_api import Error as PlaywrightError
 
 from browser_pool import processes
 from browser_pool.chromium import LaunchOptions
-from browser_pool.pool_types import PoolSettings, PoolTab
+from browser_pool.pool_settings import PoolSettings
+from browser_pool.tab_record import TabRecord
 
 log = logging.getLogger("lunarfleet.pool")
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -41,7 +42,7 @@ class TabPool:
         settings: PoolSettings | None = None,
         on_event: EventCallback | None = None,
     ) -> None:
-        self.tabs = [PoolTab(index=i, url=u, port=p) for i, (u, p) in enumerate(zip(urls, ports, strict=True))]
+        self.tabs = [TabRecord(index=i, url=u, port=p) for i, (u, p) in enumerate(zip(urls, ports, strict=True))]
         self.launch_options = launch
         self.settings = settings or PoolSettings()
         self._emit = on_event or (lambda kind, fields: None)
@@ -64,7 +65,7 @@ class TabPool:
         self._video_task: asyncio.Task[None] | None = None
         self._video_done = False
         self.videos: list[str] = []  # finished video files of tab 1
-        self.on_page: Callable[[PoolTab, Page], None] | None = None  # sees every new page before it loads
+        self.on_page: Callable[[TabRecord, Page], None] | None = None  # sees every new page before it loads
 
     # ---- start and stop ----------------------------------------------------------------
     async def start(self) -> None:
@@ -216,7 +217,7 @@ class TabPool:
                 tab.state = "failed"
 
     # ---- one tab -----------------------------------------------------------------------
-    async def _open(self, tab: PoolTab) -> None:
+    async def _open(self, tab: TabRecord) -> None:
         assert self._context is not None and self._browser is not None
         tab.state = "loading"
         tab.opened_at = time.time()
@@ -295,7 +296,7 @@ class TabPool:
                 await asyncio.sleep(delay)
             await self._swap_page(tab, cause, detail, started)
 
-    async def _swap_page(self, tab: PoolTab, cause: str, detail: str, started: float) -> None:
+    async def _swap_page(self, tab: TabRecord, cause: str, detail: str, started: float) -> None:
         """Close a tab's page and open a fresh one at the same URL (the caller holds tab.lock)."""
         try:
             await self._close_page(tab)
@@ -331,7 +332,7 @@ class TabPool:
             tab.state = "restarting"
             await self._swap_page(tab, "recycle", reason, time.monotonic())
 
-    async def _close_page(self, tab: PoolTab) -> None:
+    async def _close_page(self, tab: TabRecord) -> None:
         page, tab.page = tab.page, None
         if page is None:
             return
@@ -359,7 +360,7 @@ class TabPool:
                 continue
             await asyncio.gather(*(self._heartbeat(tab) for tab in self.tabs))
 
-    async def _heartbeat(self, tab: PoolTab) -> None:
+    async def _heartbeat(self, tab: TabRecord) -> None:
         if tab.page is None or tab.state in ("restarting", "loading", "closed") or tab.lock.locked():
             return
         since = time.time()

@@ -2,7 +2,8 @@
 
 The pool and the env workers never talk directly. Env workers send health datagrams (see
 `training/health.py`); the fleet listens and turns "the tab on port P failed" into "replace
-tab P", and "a page connected to port P" into recovery times and tab states.
+tab P", and "a page connected to port P" into recovery times. What the envs report is kept in
+the `env` part of each tab's one record (`browser_pool/tab_record.py`), where the monitor reads it.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from browser_pool.chromium import LaunchOptions
 from browser_pool.pool import PoolSettings, TabPool
+from browser_pool.tab_record import EnvReport, TabRecord
 from orchestrator.events import EventLog, say
 from training.event_loop import LoopThread
 
@@ -29,25 +30,6 @@ PAGE_RESTARTS = {"watchdog", "page_reconnected"}
 # A recycle request the env has not acted on is sent again after this long (a respawned worker
 # has a new socket; a datagram may be lost).
 RECYCLE_ASK_AGAIN_S = 10.0
-
-
-@dataclass
-class PortHealth:
-    tab: int
-    connected: bool = False
-    ever_connected: bool = False
-    failed_at: float | None = None  # wall clock of an unrecovered failure
-    failed_cause: str = ""
-    steps: int = 0
-    steps_at: float = 0.0
-    steps_per_s: float = 0.0
-    stepping_at: float = 0.0  # wall clock of the latest reset against a live page
-    failures: int = 0
-    recoveries: list[float] = field(default_factory=list)
-    reporter: Any = None  # the env's health socket address, where recycle requests go
-    recycle_asked_at: float | None = None  # wall clock of the recycle request the env has not acted on
-    opened_seen: float = 0.0  # the tab's opened_at when steps_at_open was taken
-    steps_at_open: int = 0  # the env's step count when its current tab opened
 
 
 class SetupTimeout(RuntimeError):
@@ -67,10 +49,14 @@ class Fleet:
         self.ports = ports
         self.events = events
         self.run_token = run_token
-        self.health = {port: PortHealth(tab=i) for i, port in enumerate(ports)}
         self.outages: list[dict[str, Any]] = []  # "outage" reports of the envs, in order
         self._loop = LoopThread("tab-pool")
         self.pool = TabPool(urls, ports, launch, pool_settings, on_event=events)
+        self._tabs = {tab.port: tab for tab in self.pool.tabs}
+        # What each tab's env reports, by port: the `env` part of the pool's own tab records.
+        self.health: dict[int, EnvReport] = {}
+        for tab in self.pool.tabs:
+            tab.env = self.health[tab.port] = EnvReport()
         self._transport: asyncio.DatagramTransport | None = None
         self.health_port = self._loop.run(self._listen())
         self._start_future: Any = None
@@ -87,14 +73,14 @@ class Fleet:
         while True:
             if self._start_future is not None and self._start_future.done():
                 self._start_future.result()  # raises the browser start-up error, if any
-            for port, h in self.health.items():
-                if h.ever_connected and port not in announced:
+            for port, tab in self._tabs.items():
+                if self.health[port].ever_connected and port not in announced:
                     announced.add(port)
-                    say(f"[Setup] ✓ Browser tab {h.tab + 1} connected! (port {port})")
+                    say(f"[Setup] ✓ Browser tab {tab.index + 1} connected! (port {port})")
             if len(announced) == len(self.ports):
                 return time.monotonic() - began
             if time.monotonic() - began > timeout_s:
-                missing = [f"tab {h.tab + 1} (port {p})" for p, h in self.health.items() if p not in announced]
+                missing = [f"tab {t.index + 1} (port {p})" for p, t in self._tabs.items() if p not in announced]
                 raise SetupTimeout(
                     f"{', '.join(missing)} never connected within {timeout_s:.0f} s. Check that the page URL is "
                     "right (--url), that the page connects to ws://localhost:PORT, and run 'lunarfleet doctor'."
@@ -141,10 +127,10 @@ class Fleet:
             port = int(message["port"])
         except (ValueError, KeyError, TypeError):
             return
-        if message.get("token") != self.run_token or port not in self.health:
+        if message.get("token") != self.run_token or port not in self._tabs:
             return
-        h = self.health[port]
-        event, now = message.get("event"), time.time()
+        tab = self._tabs[port]
+        h, event, now = self.health[port], message.get("event"), time.time()
         if event in ("steps", "stepping"):
             # The env that steps the tab is the one that acts on recycle requests.
             h.reporter = addr or h.reporter
@@ -152,64 +138,65 @@ class Fleet:
             case "connected":
                 h.connected = h.ever_connected = True
             case "stepping":
-                self._on_stepping(h, port, now)
+                self._on_stepping(tab, now)
             case "failed":
-                self._on_failed(h, port, message, now)
+                self._on_failed(tab, message, now)
             case "steps":
-                self._on_steps(h, message, now)
+                self._on_steps(tab, message, now)
             case "recycle_ready":
-                self._on_recycle_ready(h)
+                self._on_recycle_ready(tab)
             case "refused":
                 self.events("refused", {"port": port, "reason": message.get("reason")})
             case "restart_request":
-                self.events("restart_request", {"tab": h.tab, "port": port}, echo=False)
-        self._ask_env_to_recycle(h, port)
+                self.events("restart_request", {"tab": tab.index, "port": port}, echo=False)
+        self._ask_env_to_recycle(tab)
 
-    def _on_stepping(self, h: PortHealth, port: int, now: float) -> None:
+    def _on_stepping(self, tab: TabRecord, now: float) -> None:
         """The env reset its tab against a live page: the tab works (again)."""
+        h = self.health[tab.port]
         h.connected = h.ever_connected = True
         h.stepping_at = now
-        self._recycle_if_due(h)
+        self._recycle_if_due(tab)
         if h.failed_at is not None:
             seconds = now - h.failed_at
             h.recoveries.append(seconds)
-            self.events("tab_recovered", {"tab": h.tab, "port": port, "cause": h.failed_cause, "seconds": round(seconds, 3)})
+            fields = {"tab": tab.index, "port": tab.port, "cause": h.failed_cause, "seconds": round(seconds, 3)}
+            self.events("tab_recovered", fields)
             h.failed_at = None
 
-    def _on_failed(self, h: PortHealth, port: int, message: dict[str, Any], now: float) -> None:
+    def _on_failed(self, tab: TabRecord, message: dict[str, Any], now: float) -> None:
         """The env saw its tab fail: replace it now, or when the page has not come back by itself."""
-        cause = str(message.get("cause"))
+        h, cause = self.health[tab.port], str(message.get("cause"))
         h.connected = False
         h.failures += 1
         if h.failed_at is None:
             h.failed_at, h.failed_cause = float(message.get("time", now)), cause
-        self.events("env_saw_failure", {"tab": h.tab, "port": port, "cause": cause, "detail": message.get("detail")})
+        self.events("env_saw_failure", {"tab": tab.index, "port": tab.port, "cause": cause, "detail": message.get("detail")})
         if cause in REPLACE_NOW:
-            self._loop.loop.create_task(self.pool.replace(h.tab, cause, str(message.get("detail", "")), h.failed_at))
+            self._loop.loop.create_task(self.pool.replace(tab.index, cause, str(message.get("detail", "")), h.failed_at))
         elif cause in PAGE_RESTARTS or cause == "disconnected":
             # It reconnects by itself (or its browser is being relaunched: that is no failure of
             # this tab); if it is not back within the grace, that is a failure, counted then.
-            self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at, False)
+            self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, tab.port, h.failed_at, False)
         else:
             # The page misbehaved (garbage, ...): counted now. The env dropped the socket and a
             # live page reconnects by itself, costing one episode.
-            self.pool.record_failure(h.tab, cause)
-            self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, port, h.failed_at)
+            self.pool.record_failure(tab.index, cause)
+            self._loop.loop.call_later(RECONNECT_GRACE_S, self._replace_if_still_gone, tab.port, h.failed_at)
 
-    def _on_steps(self, h: PortHealth, message: dict[str, Any], now: float) -> None:
+    def _on_steps(self, tab: TabRecord, message: dict[str, Any], now: float) -> None:
         """The env's step count: the tab's speed, and periodic recycling."""
-        steps = int(message.get("steps", 0))
+        h, steps = self.health[tab.port], int(message.get("steps", 0))
         if h.steps_at and steps > h.steps:
             h.steps_per_s = (steps - h.steps) / max(now - h.steps_at, 1e-6)
         h.steps, h.steps_at = steps, now
-        self._recycle_if_due(h)
+        self._recycle_if_due(tab)
 
-    def _on_recycle_ready(self, h: PortHealth) -> None:
+    def _on_recycle_ready(self, tab: TabRecord) -> None:
         """The env ended an episode and waits for the new page instead of resetting the old one."""
-        h.recycle_asked_at = None
-        tab = self.pool.tabs[h.tab]
+        self.health[tab.port].recycle_asked_at = None
         reason, tab.recycle_reason = tab.recycle_reason or "asked again by its env", None
-        self._loop.loop.create_task(self.pool.recycle(h.tab, reason))
+        self._loop.loop.create_task(self.pool.recycle(tab.index, reason))
 
     def record_outage(self, kind: str, message: dict[str, Any]) -> None:
         """The vec env's view of a tab that was slow or replaced, as it ended: its frozen steps, and
@@ -217,28 +204,28 @@ class Fleet:
         (`make_vec_env(..., on_outage=)`), so none is lost when the run ends."""
         port = int(message["port"])
         keys = ("cause", "seconds", "frozen_steps", "others_longest_wait_s", "until_run_end")
-        fields = {"tab": self.health[port].tab, "port": port, **{k: message[k] for k in keys if k in message}}
+        fields = {"tab": self._tabs[port].index, "port": port, **{k: message[k] for k in keys if k in message}}
         self.outages.append(fields)
         self.events("tab_outage", fields, echo=False)
 
-    def _ask_env_to_recycle(self, h: PortHealth, port: int) -> None:
+    def _ask_env_to_recycle(self, tab: TabRecord) -> None:
         """Tell the env of a tab due for recycling to swap it at its next episode boundary."""
-        now = time.time()
-        if self.pool.tabs[h.tab].recycle_reason is None or h.reporter is None or self._transport is None:
+        h, now = self.health[tab.port], time.time()
+        if tab.recycle_reason is None or h.reporter is None or self._transport is None:
             return
         if h.recycle_asked_at is not None and now - h.recycle_asked_at < RECYCLE_ASK_AGAIN_S:
             return
         h.recycle_asked_at = now
-        request = {"token": self.run_token, "event": "recycle", "port": port}
+        request = {"token": self.run_token, "event": "recycle", "port": tab.port}
         self._transport.sendto(json.dumps(request).encode(), h.reporter)
 
     def request_recycle(self, index: int, reason: str) -> None:
         """Replace tab `index` at its next episode boundary (the memory guard); from any thread."""
         self._loop.loop.call_soon_threadsafe(self.pool.request_recycle, index, reason)
 
-    def _recycle_if_due(self, h: PortHealth) -> None:
+    def _recycle_if_due(self, tab: TabRecord) -> None:
         """Periodic recycling (--recycle-steps/--recycle-hours): long-lived pages leak memory."""
-        settings, tab = self.pool.settings, self.pool.tabs[h.tab]
+        settings, h = self.pool.settings, self.health[tab.port]
         if tab.opened_at != h.opened_seen:
             h.opened_seen, h.steps_at_open = tab.opened_at, h.steps
         reason = None
@@ -247,13 +234,13 @@ class Fleet:
         elif settings.recycle_steps and h.steps - h.steps_at_open >= settings.recycle_steps:
             reason = f"{h.steps - h.steps_at_open:,} steps since it opened"
         if reason and tab.recycle_reason is None:
-            self.pool.request_recycle(h.tab, reason)
+            self.pool.request_recycle(tab.index, reason)
 
     def _replace_if_still_gone(self, port: int, failed_at: float, counted: bool = True) -> None:
         h = self.health[port]
         if h.failed_at == failed_at and not h.connected:
             self._loop.loop.create_task(
-                self.pool.replace(h.tab, h.failed_cause, "the page did not reconnect", failed_at, counted=counted)
+                self.pool.replace(self._tabs[port].index, h.failed_cause, "the page did not reconnect", failed_at, counted=counted)
             )
 
     def note_fault(self, port: int, cause: str) -> None:

@@ -1,9 +1,9 @@
 """The per-tab table of a sample: which tab is which, what state it is in, how fast it steps.
 
-The pool knows ports, renderer pids and restarts; the health channel knows whether an env is
-talking to a tab and how many steps it took. `Sources` is how the sampler asks for both, and for
-the pids of the other processes, so the same sampler serves a run's fleet, a bare pool
-(`lunarfleet tabs`, tests) and fakes.
+Each tab's one record (`browser_pool/tab_record.py`) holds what the pool knows (port, renderer
+pid, restarts) and what its env reported (steps, failures). `Sources` is how the sampler asks
+for the records and for the pids of the other processes, so the same sampler serves a run's
+fleet, a bare pool (`lunarfleet tabs`, tests) and fakes.
 """
 
 from __future__ import annotations
@@ -13,20 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from browser_pool.tab_record import TabRecord
 from orchestrator.process_sampling import ProcStats
-
-
-@dataclass
-class TabInfo:
-    """What the pool and the health channel know of one tab, read by the sampler."""
-
-    index: int
-    port: int
-    state: str
-    renderer_pid: int | None
-    restarts: int = 0
-    failures: int = 0
-    steps: int = 0  # steps its env worker has reported (restarts at 0 with a new worker)
 
 
 @dataclass
@@ -52,30 +40,11 @@ class TabRow:
 class Sources:
     """Functions, not values: tabs, renderers, workers and even the browser change while a run heals."""
 
-    tabs: Callable[[], list[TabInfo]]
+    tabs: Callable[[], list[TabRecord]]
     browser_pid: Callable[[], int | None]
     driver_pid: Callable[[], int | None] = lambda: None
     worker_pids: Callable[[], list[int | None]] = list
     trainer_pid: int = field(default_factory=os.getpid)
-
-
-def tab_state(pool_state: str, restarts: int, health: Any | None) -> str:
-    """One word for a tab: connecting, stepping, restarting, failed (or connected, closed).
-
-    The pool knows whether a page is being (re)opened; the health channel knows whether an env
-    is talking to it (`PortHealth`).
-    """
-    if pool_state in ("failed", "closed"):
-        return pool_state
-    if pool_state == "restarting" or (pool_state in ("new", "loading") and restarts):
-        return "restarting"
-    if pool_state in ("new", "loading") or health is None:
-        return "connecting"
-    if getattr(health, "failed_at", None) is not None and not health.connected:
-        return "restarting"
-    if health.connected:
-        return "stepping" if health.stepping_at else "connected"
-    return "connecting"
 
 
 def fleet_sources(fleet: Any, venv: Any | None = None) -> Sources:
@@ -83,17 +52,8 @@ def fleet_sources(fleet: Any, venv: Any | None = None) -> Sources:
     may be a function returning the vec env, or None, while it is not made yet)."""
     pool = fleet.pool
 
-    def tabs() -> list[TabInfo]:
-        out = []
-        for tab in pool.tabs:
-            h = fleet.health.get(tab.port)
-            out.append(
-                TabInfo(
-                    tab.index, tab.port, tab_state(tab.state, tab.restarts, h), tab.renderer_pid,
-                    tab.restarts, h.failures if h else 0, h.steps if h else 0,
-                )
-            )
-        return out
+    def tabs() -> list[TabRecord]:
+        return list(pool.tabs)
 
     def workers() -> list[int | None]:
         v = venv() if callable(venv) else venv  # a getter, when the vec env is made after the sampler starts
@@ -104,15 +64,7 @@ def fleet_sources(fleet: Any, venv: Any | None = None) -> Sources:
 
 def pool_sources(pool: Any) -> Sources:
     """Sources for a bare pool (no health channel): states come from the pool alone."""
-
-    def tabs() -> list[TabInfo]:
-        return [
-            TabInfo(t.index, t.port, tab_state(t.state, t.restarts, None) if t.state != "loaded" else "loaded",
-                    t.renderer_pid, t.restarts)
-            for t in pool.tabs
-        ]
-
-    return Sources(tabs, lambda: pool.browser_pid, lambda: pool.driver_pid)
+    return Sources(lambda: list(pool.tabs), lambda: pool.browser_pid, lambda: pool.driver_pid)
 
 
 class TabRates:
@@ -121,22 +73,23 @@ class TabRates:
     def __init__(self) -> None:
         self._last: dict[int, tuple[int, float]] = {}  # tab index -> (steps, time)
 
-    def row(self, tab: TabInfo, proc: ProcStats, now: float, run_since: float | None = None) -> TabRow:
+    def row(self, tab: TabRecord, proc: ProcStats, now: float, run_since: float | None = None) -> TabRow:
         """The tab's row; with `run_since` (the final sample) its rate is averaged from then on."""
         return TabRow(
-            tab=tab.index + 1, index=tab.index, port=tab.port, state=tab.state, steps=tab.steps,
-            steps_per_s=self._rate(tab, now, run_since), restarts=tab.restarts, failures=tab.failures,
+            tab=tab.index + 1, index=tab.index, port=tab.port, state=tab.status(), steps=tab.env_steps,
+            steps_per_s=self._rate(tab.index, tab.env_steps, now, run_since), restarts=tab.restarts,
+            failures=tab.env_failures,
             renderer_pid=tab.renderer_pid, cpu_percent=proc.cpu_percent, pss_mb=proc.pss_mb, uss_mb=proc.uss_mb,
             rss_mb=proc.rss_mb,
         )
 
-    def _rate(self, tab: TabInfo, now: float, run_since: float | None) -> float:
-        last = self._last.get(tab.index)
+    def _rate(self, index: int, steps: int, now: float, run_since: float | None) -> float:
+        last = self._last.get(index)
         rate = 0.0
         if run_since is not None:
-            rate = tab.steps / max(now - run_since, 1e-3)  # steps of its current env worker
+            rate = steps / max(now - run_since, 1e-3)  # steps of its current env worker
         elif last is not None and now > last[1]:
-            done = tab.steps - last[0] if tab.steps >= last[0] else tab.steps  # a new worker counts from 0
+            done = steps - last[0] if steps >= last[0] else steps  # a new worker counts from 0
             rate = done / (now - last[1])
-        self._last[tab.index] = (tab.steps, now)
+        self._last[index] = (steps, now)
         return rate

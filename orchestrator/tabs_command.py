@@ -19,10 +19,9 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from browser_pool.pool import PoolTab
+from browser_pool.tab_record import SocketWatch, TabRecord
 from orchestrator.config import RunConfig
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
@@ -33,34 +32,17 @@ STATUS_REPEAT_S = 60.0  # the status line is printed when it changes, and at lea
 IDLE_RELOAD_S = (15.0, 30.0, 60.0)  # no open WebSocket this long: reload (then wait longer, up to the last)
 
 
-@dataclass
-class SocketWatch:
-    """What Playwright saw of one tab's WebSockets since its page (re)opened."""
-
-    opened_at: float = field(default_factory=time.monotonic)
-    open_sockets: int = 0
-    connections: int = 0  # sockets that carried at least one frame
-    idle_since: float = field(default_factory=time.monotonic)  # no open socket since (when open_sockets == 0)
-    idle_reloads: int = 0  # reloads in a row for having no socket (reset once one opens)
-
-    @property
-    def connected(self) -> bool:
-        return self.open_sockets > 0
-
-
 class TabsCommand:
     """N tabs at ports base..base+N-1, kept alive by the pool until stopped."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.ports = list(range(cfg.base_port, cfg.base_port + cfg.envs))
-        self.sockets: dict[int, SocketWatch] = {i: SocketWatch() for i in range(cfg.envs)}
         self._stop = False
 
     # ---- the WebSocket view, from Playwright's events (on the pool's loop) -----------------
-    def _on_page(self, tab: PoolTab, page: Any) -> None:
-        previous = self.sockets.get(tab.index)
-        watch = self.sockets[tab.index] = SocketWatch(idle_reloads=previous.idle_reloads if previous else 0)
+    def _on_page(self, tab: TabRecord, page: Any) -> None:
+        watch = tab.sockets = SocketWatch(idle_reloads=tab.sockets.idle_reloads)  # the record's WebSocket view
 
         def on_websocket(ws: Any) -> None:
             state = {"open": True, "counted": False}
@@ -93,7 +75,7 @@ class TabsCommand:
         """Reload a tab whose page has had no WebSocket for a while (the trainer was not there yet)."""
         now = time.monotonic()
         for tab in fleet.pool.tabs:
-            watch = self.sockets[tab.index]
+            watch = tab.sockets
             if watch.connected or tab.state in ("loading", "restarting", "closed", "new") or tab.lock.locked():
                 continue
             wait = IDLE_RELOAD_S[min(watch.idle_reloads, len(IDLE_RELOAD_S) - 1)]
@@ -112,7 +94,7 @@ class TabsCommand:
     def status(self, fleet: Fleet) -> dict[str, Any]:
         tabs = []
         for tab in fleet.pool.tabs:
-            watch = self.sockets[tab.index]
+            watch = tab.sockets
             tabs.append({
                 "tab": tab.index + 1,
                 "port": tab.port,

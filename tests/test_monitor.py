@@ -10,12 +10,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import psutil
 import pytest
 
+from browser_pool.tab_record import EnvReport, TabRecord, tab_state
 from orchestrator.live_view import LiveView, render
 from orchestrator.monitor_settings import MonitorSettings
 from orchestrator.process_sampling import ProcessMeter, chromium_tree
@@ -24,21 +24,21 @@ from orchestrator.samples_log import SAMPLES_FILE
 from orchestrator.sizing import auto_envs, memory_refusal, trainer_threads
 from orchestrator.status_command import show_status
 from orchestrator.status_file import STATUS_FILE
-from orchestrator.tab_table import Sources, TabInfo, fleet_sources, pool_sources, tab_state
+from orchestrator.tab_table import Sources, fleet_sources, pool_sources
 from orchestrator.tensorboard_scalars import tensorboard_scalars
 from tests.conftest import wait_until
 
 
 # ---- without a browser -----------------------------------------------------------------------
 def test_tab_state_words() -> None:
-    health = SimpleNamespace(connected=True, stepping_at=1.0, failed_at=None)
+    health = EnvReport(connected=True, stepping_at=1.0, failed_at=None)
     assert tab_state("loading", 0, None) == "connecting"
-    assert tab_state("loaded", 0, SimpleNamespace(connected=False, stepping_at=0.0, failed_at=None)) == "connecting"
-    assert tab_state("loaded", 0, SimpleNamespace(connected=True, stepping_at=0.0, failed_at=None)) == "connected"
+    assert tab_state("loaded", 0, EnvReport(connected=False, stepping_at=0.0, failed_at=None)) == "connecting"
+    assert tab_state("loaded", 0, EnvReport(connected=True, stepping_at=0.0, failed_at=None)) == "connected"
     assert tab_state("loaded", 0, health) == "stepping"
     assert tab_state("restarting", 1, health) == "restarting"
     assert tab_state("loading", 2, health) == "restarting"
-    assert tab_state("loaded", 1, SimpleNamespace(connected=False, stepping_at=1.0, failed_at=5.0)) == "restarting"
+    assert tab_state("loaded", 1, EnvReport(connected=False, stepping_at=1.0, failed_at=5.0)) == "restarting"
     assert tab_state("failed", 3, health) == "failed"
 
 
@@ -59,12 +59,17 @@ def test_process_meter_survives_processes_that_vanish_or_turn_zombie() -> None:
     assert meter.measure(None).alive is False
 
 
-def _fake_sources(renderer_pids: list[int | None], state: str = "stepping") -> Sources:
+def _fake_sources(renderer_pids: list[int | None]) -> Sources:
+    """Stepping tabs (a loaded page whose env reported a reset), 100 steps further at each look."""
     steps = {"n": 0}
 
-    def tabs() -> list[TabInfo]:
+    def tabs() -> list[TabRecord]:
         steps["n"] += 100
-        return [TabInfo(i, 20000 + i, state, pid, restarts=i, steps=steps["n"]) for i, pid in enumerate(renderer_pids)]
+        return [
+            TabRecord(i, "", 20000 + i, renderer_pid=pid, state="loaded", restarts=i,
+                      env=EnvReport(connected=True, stepping_at=1.0, steps=steps["n"]))
+            for i, pid in enumerate(renderer_pids)
+        ]
 
     return Sources(tabs, lambda: None, lambda: None, lambda: [os.getpid()])
 

@@ -1,15 +1,11 @@
-"""What the tab pool is told (`PoolSettings`) and what it keeps of each tab (`PoolTab`).
+"""What the tab pool is told: deadlines, breaker, backoff, recycling, watching.
 
-`browser_pool.pool` imports both, so `from browser_pool.pool import PoolSettings` keeps working.
+`browser_pool.pool` imports it, so `from browser_pool.pool import PoolSettings` keeps working.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from dataclasses import dataclass, field
-
-from playwright.async_api import Page
+from dataclasses import dataclass
 
 
 @dataclass
@@ -32,19 +28,3 @@ class PoolSettings:
     watch_first: bool = False  # open tab 1 in a second, visible browser (the caller checked for a display)
     video_dir: str | None = None  # record tab 1's page as .webm files into this folder
     video_s: float = 60.0  # ... for this long; then tab 1 reopens unrecorded (costing its episode)
-
-
-@dataclass
-class PoolTab:
-    index: int
-    url: str
-    port: int
-    page: Page | None = None
-    renderer_pid: int | None = None
-    state: str = "new"  # new, loading, loaded, connected, stepping, restarting, failed, closed
-    restarts: int = 0
-    opened_at: float = 0.0  # wall clock of the latest (re)open
-    failures: deque[float] = field(default_factory=deque)
-    causes: deque[str] = field(default_factory=lambda: deque(maxlen=20))
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    recycle_reason: str | None = None  # set by `request_recycle`: replace at the next episode boundary
