@@ -44,7 +44,10 @@ def tests(session: nox.Session) -> None:
     """The whole suite: JS simulation core tests, then the Python tests (real Chromium included)."""
     install(session, "[test]")
     session.run("node", "--test", "webapp/tests/", external=True)
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    # Two test processes: the end-to-end tests spend much of their time waiting on deadlines,
+    # graces and page loads, so two share 2 cores well (the tests never depend on speed).
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "worksteal",
+                *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -154,7 +154,11 @@ def test_tabs_are_recycled_after_k_steps_at_an_episode_boundary_without_a_failur
             if proc.poll() is not None:
                 raise AssertionError(f"the run ended early ({proc.returncode}):\n{output.text()}")
             ev = read_events(run_dir)
-            return {e["tab"] for e in ev if e["event"] == "tab_outage" and e["cause"] == "recycle"} == {0, 1}
+            # Both ends of each recycle: the pool's swap (whose event may come after the new page has
+            # already connected and stepped) and the vec env's outage (written when the tab is back).
+            swapped = {e["tab"] for e in ev if e["event"] == "tab_replaced" and e.get("cause") == "recycle"}
+            back = {e["tab"] for e in ev if e["event"] == "tab_outage" and e["cause"] == "recycle"}
+            return swapped == back == {0, 1}
 
         wait_until(both_recycled, 240, "both tabs recycled")
         proc.send_signal(signal.SIGINT)
