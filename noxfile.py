@@ -32,11 +32,12 @@ def ensure_chromium(session: nox.Session) -> None:
         return
     if shutil.which("apt-get") and os.geteuid() == 0:
         session.log("no Chromium found: installing Debian's chromium with apt-get")
-        session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True)
+        # silent: apt's output is shown only if it fails (nox prints it with the error)
+        session.run("apt-get", "update", "-qq", external=True, silent=True)
+        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True, silent=True)
     else:
         session.log("no Chromium found: installing Playwright's Chromium")
-        session.run("python", "-m", "playwright", "install", "chromium")
+        session.run("python", "-m", "playwright", "install", "chromium", silent=True)
 
 
 @nox.session(python=PYTHON)
