@@ -223,6 +223,7 @@ def _train_config(cfg: RunConfig, args: argparse.Namespace) -> None:
     cfg.models_dir = args.models_dir or Path("models")
     cfg.load = args.load
     cfg.auto_load = not args.no_auto_load
+    cfg.adapt_spaces = args.adapt_spaces
 
 
 def _curriculum(text: str) -> list[int]:

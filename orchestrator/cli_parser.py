@@ -144,6 +144,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_training_options(train, envs=4, timesteps=1_000_000, smoke=False)
     train.add_argument("--load", type=Path, metavar="PATH", help="start from this checkpoint instead of the newest one")
     train.add_argument("--no-auto-load", action="store_true", help="start a fresh model even if checkpoints exist")
+    train.add_argument("--adapt-spaces", action="store_true", help="load a checkpoint whose observation or action bounds differ from the simulation's (e.g. one of the original app's, trained with its turn rate limited to 0..1): keep its weights and step count and train on with the simulation's spaces. Different shapes cannot be adapted")
     train.add_argument("--max-restarts", type=int, default=3, metavar="R", help="restart a run whose trainer crashed (an exception, an out-of-memory kill) from the newest checkpoint, up to R times, with backoff (default 3; 0 runs without a supervisor)")
     train.add_argument("--chaos", metavar="SPEC", help="inject faults, as for smoke; also 'trainer' (kill the trainer process, to check supervision). Faults are injected in the first attempt only")
     _add_chaos_overtime(train)

@@ -34,6 +34,7 @@ class RunConfig:
     save_freq: int = 10_000
     load: Path | None = None
     auto_load: bool = True
+    adapt_spaces: bool = False
     seed: int = 0
     stage: int = 1
     base_port: int = 8765

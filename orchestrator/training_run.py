@@ -156,6 +156,7 @@ def _train_settings(cfg: RunConfig) -> TrainSettings:
         save_freq=cfg.save_freq,
         load=cfg.load,
         auto_load=cfg.auto_load,
+        adapt_spaces=cfg.adapt_spaces,
         seed=cfg.seed,
         tensorboard_dir=cfg.run_dir / "tensorboard",
         progress_bar=_want_progress_bar(cfg.progress),

@@ -267,3 +267,66 @@ def test_loaded_model_predicts(venv: DummyVecEnv, tmp_path: Path, good_bytes: by
     model, _ = load_or_create(settings(tmp_path), venv, Said())
     action, _ = model.predict(np.zeros((1, 4), dtype=np.float32), deterministic=True)
     assert action.shape == (1,)
+
+
+# ---- a checkpoint trained with other spaces (the original app's turn rate limited to 0..1) ----------
+class RoverSpaces(gym.Env):
+    """No simulation: only the rover's spaces, as the tab env has them (or as an old checkpoint had them)."""
+
+    def __init__(self, turn_low: float = -1.0) -> None:
+        from training.tab_env import action_space, observation_space
+
+        self.observation_space = observation_space()
+        low = action_space().low.copy()
+        low[1] = turn_low
+        self.action_space = gym.spaces.Box(low=low, high=action_space().high, dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # noqa: ANN201
+        super().reset(seed=seed)
+        return np.zeros(self.observation_space.shape, dtype=np.float32), {}
+
+    def step(self, action):  # noqa: ANN001, ANN201
+        return np.zeros(self.observation_space.shape, dtype=np.float32), 0.0, False, False, {}
+
+
+def save_turn_limited(path: Path, steps: int = 1234) -> Path:
+    old = DummyVecEnv([lambda: RoverSpaces(turn_low=0.0)])
+    model = tiny_ppo(old, steps)
+    checkpoints.save_atomic(model, path)
+    old.close()
+    return path
+
+
+def test_a_checkpoint_with_other_action_bounds_is_explained_and_adapted_only_when_asked(tmp_path: Path) -> None:
+    from training.tab_env import action_space
+
+    path = save_turn_limited(tmp_path / "original_app_model.zip")
+    sim = DummyVecEnv([RoverSpaces])
+    with pytest.raises(CheckpointLoadError) as caught:
+        load_or_create(settings(tmp_path, load=path), sim, Said())
+    message = str(caught.value)
+    assert str(path) in message and "turn rate action was limited to 0..1" in message
+    assert "unable to turn right" in message and "--adapt-spaces" in message
+    assert "speed" not in message and "dig" not in message, "only the dimension that differs is named"
+
+    said = Said()
+    adapting = settings(tmp_path, load=path)
+    adapting.adapt_spaces = True
+    model, loaded_from = load_or_create(adapting, sim, said)
+    assert loaded_from == path and model.num_timesteps == 1234
+    assert model.action_space == action_space(), "it goes on with the simulation's spaces"
+    assert any("--adapt-spaces" in line for line in said.lines)
+    model.learn(16, reset_num_timesteps=False)
+    assert model.num_timesteps > 1234
+    sim.close()
+
+
+def test_other_shapes_cannot_be_adapted_and_say_so(venv: DummyVecEnv, tmp_path: Path, good_bytes: bytes) -> None:
+    path = write(tmp_path / "cartpole.zip", good_bytes)  # CartPole: 4 observations, a discrete action
+    sim = DummyVecEnv([RoverSpaces])
+    adapting = settings(tmp_path, load=path)
+    adapting.adapt_spaces = True
+    with pytest.raises(CheckpointLoadError, match="shapes differ") as caught:
+        load_or_create(adapting, sim, Said())
+    assert "observations of shape (4,)" in str(caught.value)
+    sim.close()

@@ -65,3 +65,25 @@ def test_ctrl_c_saves_the_interrupted_checkpoint_and_leaves_nothing(tmp_path: Pa
     interrupted = models / "lunar_rover_ppo_interrupted.zip"
     assert interrupted.exists(), out
     assert PPO.load(interrupted, device="cpu").num_timesteps > 0
+
+
+def test_a_checkpoint_with_the_turn_limited_to_0_1_is_explained_then_adapted_and_trains_on(
+    tmp_path: Path, ports, no_leftovers
+) -> None:
+    from tests.test_checkpoints import save_turn_limited
+
+    old = save_turn_limited(tmp_path / "original_app_model.zip", steps=1234)
+    models = tmp_path / "models"
+    args = ["train", "--envs", "2", "--load", str(old), "--timesteps", "1490", "--n-steps", "128", "--max-restarts", "0",
+            "--models-dir", str(models), *_common(ports, tmp_path)]
+    refused = run_cli(args, cwd=tmp_path)
+    assert refused.returncode != 0, refused.stdout
+    assert "unable to turn right" in refused.stdout and "--adapt-spaces" in refused.stdout
+    assert not list(models.glob("*.zip")), "nothing trained or saved"
+
+    adapted = run_cli([*args, "--adapt-spaces"], cwd=tmp_path)
+    assert adapted.returncode == 0, adapted.stdout + adapted.stderr
+    assert "adapting it to the simulation's spaces" in adapted.stdout
+    model = PPO.load(models / "lunar_rover_ppo_1490_steps.zip", device="cpu")
+    assert model.num_timesteps == 1490, "its step count went on from 1,234"
+    assert model.action_space.low[1] == -1.0, "saved with the simulation's turn range"

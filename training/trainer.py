@@ -21,7 +21,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
-from training import checkpoints
+from training import checkpoint_spaces, checkpoints
 from training.curriculum import CurriculumCallback
 from training.step_round import TAB_WAITING
 from training.task_metrics import TaskTracker, ended_by_failure
@@ -52,6 +52,7 @@ class TrainSettings:
     save_freq: int = 10_000
     load: Path | None = None
     auto_load: bool = True
+    adapt_spaces: bool = False  # load a checkpoint whose space bounds differ, with the sim's spaces
     seed: int | None = None
     tensorboard_dir: Path | None = None
     progress_bar: bool = False
@@ -94,7 +95,9 @@ def load_or_create(settings: TrainSettings, venv: VecEnv, say: Say) -> tuple[PPO
         if reason:
             raise CheckpointLoadError(f"cannot load {settings.load}: {reason}")
         try:
-            return _load(settings.load, venv, settings), settings.load
+            return _load(settings.load, venv, settings, say), settings.load
+        except CheckpointLoadError:
+            raise
         except Exception as exc:
             raise CheckpointLoadError(f"cannot load {settings.load}: {type(exc).__name__}: {exc}") from exc
     if settings.auto_load:
@@ -102,7 +105,9 @@ def load_or_create(settings: TrainSettings, venv: VecEnv, say: Say) -> tuple[PPO
             reason = checkpoints.looks_loadable(path)
             if reason is None:
                 try:
-                    return _load(path, venv, settings), path
+                    return _load(path, venv, settings, say), path
+                except CheckpointLoadError as exc:  # other spaces: said in the rover's terms
+                    reason = str(exc)
                 except Exception as exc:  # a zip that is whole but holds something else
                     reason = f"{type(exc).__name__}: {exc}"
             say(f"[Setup] ! Skipping checkpoint {path.name}: {reason}")
@@ -132,8 +137,17 @@ def new_ppo(venv: VecEnv, p: PPOSettings, seed: int | None = None, tensorboard_l
     )
 
 
-def _load(path: Path, venv: VecEnv, settings: TrainSettings) -> PPO:
-    model = PPO.load(path, env=venv, device="cpu")
+def _load(path: Path, venv: VecEnv, settings: TrainSettings, say: Say) -> PPO:
+    mismatch = checkpoint_spaces.compare(*checkpoint_spaces.saved_spaces(path), venv.observation_space, venv.action_space)
+    custom_objects = None
+    if mismatch is not None:
+        if not (mismatch.adaptable and settings.adapt_spaces):
+            raise CheckpointLoadError(mismatch.explain(path))
+        say(f"[Setup] ! {path.name}: adapting it to the simulation's spaces (--adapt-spaces); its weights and step count are kept")
+        for line in mismatch.lines:
+            say(f"[Setup]   - {line}")
+        custom_objects = {"observation_space": venv.observation_space, "action_space": venv.action_space}
+    model = PPO.load(path, env=venv, device="cpu", custom_objects=custom_objects)
     if settings.tensorboard_dir:
         model.tensorboard_log = str(settings.tensorboard_dir)
     return model
