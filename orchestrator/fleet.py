@@ -53,10 +53,8 @@ class Fleet:
         self._loop = LoopThread("tab-pool")
         self.pool = TabPool(urls, ports, launch, pool_settings, on_event=events)
         self._tabs = {tab.port: tab for tab in self.pool.tabs}
-        # What each tab's env reports, by port: the `env` part of the pool's own tab records.
-        self.health: dict[int, EnvReport] = {}
         for tab in self.pool.tabs:
-            tab.env = self.health[tab.port] = EnvReport()
+            tab.env = EnvReport()  # the fleet is the one that writes what the tab's env reports
         self._transport: asyncio.DatagramTransport | None = None
         self.health_port = self._loop.run(self._listen())
         self._start_future: Any = None
@@ -74,7 +72,7 @@ class Fleet:
             if self._start_future is not None and self._start_future.done():
                 self._start_future.result()  # raises the browser start-up error, if any
             for port, tab in self._tabs.items():
-                if self.health[port].ever_connected and port not in announced:
+                if self._env(tab).ever_connected and port not in announced:
                     announced.add(port)
                     say(f"[Setup] ✓ Browser tab {tab.index + 1} connected! (port {port})")
             if len(announced) == len(self.ports):
@@ -96,6 +94,16 @@ class Fleet:
             if self._transport is not None:
                 self._loop.loop.call_soon_threadsafe(self._transport.close)
             self._loop.stop()
+
+    @property
+    def health(self) -> dict[int, EnvReport]:
+        """What each tab's env reports, by port: the `env` part of the pool's tab records."""
+        return {port: self._env(tab) for port, tab in self._tabs.items()}
+
+    @staticmethod
+    def _env(tab: TabRecord) -> EnvReport:
+        assert tab.env is not None, "the fleet gives every tab an EnvReport"
+        return tab.env
 
     @property
     def fatal(self) -> str | None:
@@ -130,7 +138,7 @@ class Fleet:
         if message.get("token") != self.run_token or port not in self._tabs:
             return
         tab = self._tabs[port]
-        h, event, now = self.health[port], message.get("event"), time.time()
+        h, event, now = self._env(tab), message.get("event"), time.time()
         if event in ("steps", "stepping"):
             # The env that steps the tab is the one that acts on recycle requests.
             h.reporter = addr or h.reporter
@@ -153,7 +161,7 @@ class Fleet:
 
     def _on_stepping(self, tab: TabRecord, now: float) -> None:
         """The env reset its tab against a live page: the tab works (again)."""
-        h = self.health[tab.port]
+        h = self._env(tab)
         h.connected = h.ever_connected = True
         h.stepping_at = now
         self._recycle_if_due(tab)
@@ -166,7 +174,7 @@ class Fleet:
 
     def _on_failed(self, tab: TabRecord, message: dict[str, Any], now: float) -> None:
         """The env saw its tab fail: replace it now, or when the page has not come back by itself."""
-        h, cause = self.health[tab.port], str(message.get("cause"))
+        h, cause = self._env(tab), str(message.get("cause"))
         h.connected = False
         h.failures += 1
         if h.failed_at is None:
@@ -186,7 +194,7 @@ class Fleet:
 
     def _on_steps(self, tab: TabRecord, message: dict[str, Any], now: float) -> None:
         """The env's step count: the tab's speed, and periodic recycling."""
-        h, steps = self.health[tab.port], int(message.get("steps", 0))
+        h, steps = self._env(tab), int(message.get("steps", 0))
         if h.steps_at and steps > h.steps:
             h.steps_per_s = (steps - h.steps) / max(now - h.steps_at, 1e-6)
         h.steps, h.steps_at = steps, now
@@ -194,7 +202,7 @@ class Fleet:
 
     def _on_recycle_ready(self, tab: TabRecord) -> None:
         """The env ended an episode and waits for the new page instead of resetting the old one."""
-        self.health[tab.port].recycle_asked_at = None
+        self._env(tab).recycle_asked_at = None
         reason, tab.recycle_reason = tab.recycle_reason or "asked again by its env", None
         self._loop.loop.create_task(self.pool.recycle(tab.index, reason))
 
@@ -210,7 +218,7 @@ class Fleet:
 
     def _ask_env_to_recycle(self, tab: TabRecord) -> None:
         """Tell the env of a tab due for recycling to swap it at its next episode boundary."""
-        h, now = self.health[tab.port], time.time()
+        h, now = self._env(tab), time.time()
         if tab.recycle_reason is None or h.reporter is None or self._transport is None:
             return
         if h.recycle_asked_at is not None and now - h.recycle_asked_at < RECYCLE_ASK_AGAIN_S:
@@ -225,7 +233,7 @@ class Fleet:
 
     def _recycle_if_due(self, tab: TabRecord) -> None:
         """Periodic recycling (--recycle-steps/--recycle-hours): long-lived pages leak memory."""
-        settings, h = self.pool.settings, self.health[tab.port]
+        settings, h = self.pool.settings, self._env(tab)
         if tab.opened_at != h.opened_seen:
             h.opened_seen, h.steps_at_open = tab.opened_at, h.steps
         reason = None
@@ -237,15 +245,16 @@ class Fleet:
             self.pool.request_recycle(tab.index, reason)
 
     def _replace_if_still_gone(self, port: int, failed_at: float, counted: bool = True) -> None:
-        h = self.health[port]
+        tab = self._tabs[port]
+        h = self._env(tab)
         if h.failed_at == failed_at and not h.connected:
             self._loop.loop.create_task(
-                self.pool.replace(self._tabs[port].index, h.failed_cause, "the page did not reconnect", failed_at, counted=counted)
+                self.pool.replace(tab.index, h.failed_cause, "the page did not reconnect", failed_at, counted=counted)
             )
 
     def note_fault(self, port: int, cause: str) -> None:
         """An injected fault: recovery time is measured from this moment."""
-        h = self.health[port]
+        h = self._env(self._tabs[port])
         h.failed_at, h.failed_cause = time.time(), cause
 
     def outage_summary(self) -> dict[str, Any]:

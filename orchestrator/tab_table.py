@@ -50,16 +50,13 @@ class Sources:
 def fleet_sources(fleet: Any, venv: Any | None = None) -> Sources:
     """Sources for a run: the fleet's pool and health channel, and the vec env's workers (`venv`
     may be a function returning the vec env, or None, while it is not made yet)."""
-    pool = fleet.pool
-
-    def tabs() -> list[TabRecord]:
-        return list(pool.tabs)
-
     def workers() -> list[int | None]:
         v = venv() if callable(venv) else venv  # a getter, when the vec env is made after the sampler starts
         return [getattr(p, "pid", None) for p in getattr(v, "processes", [])] if v is not None else []
 
-    return Sources(tabs, lambda: pool.browser_pid, lambda: pool.driver_pid, workers)
+    sources = pool_sources(fleet.pool)  # the tab records carry the env's reports too
+    sources.worker_pids = workers
+    return sources
 
 
 def pool_sources(pool: Any) -> Sources:

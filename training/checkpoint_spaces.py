@@ -8,12 +8,13 @@ spaces; different shapes never fit.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.save_util import json_to_data
 
 # The action, as the protocol defines it: [speed -1..1, turn_rate -1..1, dig 0..1], and what its
 # low and high ends make the rover do (a model whose bounds leave out an end never learned it).
@@ -40,7 +41,9 @@ class SpaceMismatch:
 
 
 def saved_spaces(path: Path) -> tuple[gym.Space, gym.Space]:
-    data, _, _ = load_from_zip_file(path, device="cpu", print_system_info=False)
+    """Only the checkpoint's "data" part (as SB3 reads it), not its weights: `PPO.load` reads those next."""
+    with zipfile.ZipFile(path) as archive:
+        data = json_to_data(archive.read("data").decode())
     if not data or "observation_space" not in data or "action_space" not in data:
         raise ValueError("it holds no observation or action space (not an SB3 model?)")
     return data["observation_space"], data["action_space"]
