@@ -193,6 +193,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         progress=args.progress,
         n_steps=args.n_steps,
         batch_size=args.batch_size,
+        ent_coef=args.ent_coef,
         vec_env=args.vec_env or ("inline" if args.sims_per_tab > 1 else DEFAULT_VEC_ENV),  # subproc drives one sim per tab
         sims_per_tab=args.sims_per_tab,
         connect_click=args.connect_click,

@@ -160,7 +160,7 @@ def _train_settings(cfg: RunConfig) -> TrainSettings:
         seed=cfg.seed,
         tensorboard_dir=cfg.run_dir / "tensorboard",
         progress_bar=_want_progress_bar(cfg.progress),
-        ppo=PPOSettings(n_steps=cfg.n_steps, batch_size=cfg.batch_size),
+        ppo=PPOSettings(n_steps=cfg.n_steps, batch_size=cfg.batch_size, ent_coef=cfg.ent_coef),
         keep_checkpoints=cfg.keep_checkpoints,
         max_seconds=cfg.hours * 3600 if cfg.hours else None,
         curriculum=cfg.curriculum,

@@ -109,6 +109,8 @@ export class RoverSim {
       prevSpeedCmd: 0,
       prevTurnCmd: 0,
       prevDistance: 0, // rover centre to construction zone centre, for progress shaping
+      prevOrb: -1, // nearest orb on the ground after the last step, for orb progress shaping
+      prevOrbDistance: 0,
       wasInConstruction: false,
       enterRewarded: false, // "enter construction zone holding orbs" is paid once per load
       orbsCollected: 0,
@@ -118,6 +120,7 @@ export class RoverSim {
     // Scratch space for the nearest-obstacle search (no allocation per step).
     this._obstacleDist = new Float64Array(this.state.obstacles.x.length);
     this._obstaclePicked = new Uint8Array(this.state.obstacles.x.length);
+    this._nearestOrbDistance = 0;
   }
 
   setStage(stage) {
@@ -191,6 +194,38 @@ export class RoverSim {
     st.prevDistance = Math.hypot(r.x - CONSTRUCTION_CENTRE_X, r.y - CONSTRUCTION_CENTRE_Y);
     st.wasInConstruction = inConstruction(r.x, r.y);
     if (!inStart(r.x, r.y)) st.leftStart = true;
+    this._trackNearestOrb();
+  }
+
+  /** Remembers the nearest ground orb and its distance, for the next step's orb progress. */
+  _trackNearestOrb() {
+    const st = this.state;
+    st.prevOrb = this._nearestOrb();
+    st.prevOrbDistance = this._nearestOrbDistance;
+  }
+
+  /**
+   * Index of the nearest orb on the ground (-1: none left); its distance in
+   * this._nearestOrbDistance (no allocation per step).
+   */
+  _nearestOrb() {
+    const st = this.state;
+    const r = st.rover;
+    const orbs = st.orbs;
+    let best = -1;
+    let bestD2 = Infinity;
+    for (let i = 0; i < orbs.count; i++) {
+      if (orbs.status[i] !== ORB_ON_GROUND) continue;
+      const dx = orbs.x[i] - r.x;
+      const dy = orbs.y[i] - r.y;
+      const d2 = dx * dx + dy * dy;
+      if (d2 < bestD2) {
+        bestD2 = d2;
+        best = i;
+      }
+    }
+    this._nearestOrbDistance = best < 0 ? 0 : Math.sqrt(bestD2);
+    return best;
   }
 
   /** One lock-step: action [speed -1..1, turn -1..1, dig 0..1]. */
@@ -236,6 +271,11 @@ export class RoverSim {
       reward += w.progressScale * (st.prevDistance - distance);
     }
     st.prevDistance = distance;
+    // Toward the nearest orb while empty; only while it stays the same orb, so a grab (the
+    // nearest orb is gone) or a drop (a nearer one appears) is no jump in the shaping.
+    if (w.orbProgressScale !== 0 && st.heldCount === 0 && st.prevOrb >= 0 && this._nearestOrb() === st.prevOrb) {
+      reward += w.orbProgressScale * (st.prevOrbDistance - this._nearestOrbDistance);
+    }
 
     const nowInConstruction = inConstruction(r.x, r.y);
     if (nowInConstruction && !st.wasInConstruction && st.heldCount > 0 && !st.enterRewarded) {
@@ -252,6 +292,7 @@ export class RoverSim {
       // Rising edge of dig toggles: release a load, or try to grab when empty.
       reward += st.heldCount > 0 ? this._release() : this._grab();
     }
+    this._trackNearestOrb();
     st.prevDig = dig;
     st.prevSpeedCmd = speedCmd;
     st.prevTurnCmd = turnCmd;
@@ -395,26 +436,17 @@ export class RoverSim {
 
     // Nearest orb on the ground; the flag says whether a grab now would pick anything up.
     const orbs = st.orbs;
-    let best = -1;
-    let bestD2 = Infinity;
+    const best = this._nearestOrb();
     let grabbable = 0;
-    for (let i = 0; i < orbs.count; i++) {
-      if (orbs.status[i] !== ORB_ON_GROUND) continue;
-      const dx = orbs.x[i] - r.x;
-      const dy = orbs.y[i] - r.y;
-      const d2 = dx * dx + dy * dy;
-      if (d2 < bestD2) {
-        bestD2 = d2;
-        best = i;
-      }
-      if (grabbable === 0 && this._inGrabZone(orbs.x[i], orbs.y[i], c, s)) grabbable = 1;
+    for (let i = 0; i < orbs.count && grabbable === 0; i++) {
+      if (orbs.status[i] === ORB_ON_GROUND && this._inGrabZone(orbs.x[i], orbs.y[i], c, s)) grabbable = 1;
     }
     if (best < 0) {
       o[10] = 1;
       o[11] = 0;
       o[12] = 0;
     } else {
-      o[10] = clampUnit(Math.sqrt(bestD2) / ARENA_DIAGONAL);
+      o[10] = clampUnit(this._nearestOrbDistance / ARENA_DIAGONAL);
       o[11] = clampUnit(relativeAngle(orbs.x[best] - r.x, orbs.y[best] - r.y, r.heading));
       o[12] = grabbable;
     }

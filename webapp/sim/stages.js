@@ -4,17 +4,18 @@
 const STAGE_TABLE = {
   1: {
     name: 'driving',
-    step: -0.01,
-    collision: -200, // once, ends the episode
-    leaveStart: 20, // once per episode
-    idle: -1, // |speed| < IDLE_SPEED of top speed
-    backward: -3,
-    forward: 0.1, // scaled by speed / top speed
-    smoothThrottle: 0.5, // while driving forward, speed command changed < SMOOTH_DELTA
-    smoothSteering: 0.5, // while driving forward, turn command changed < SMOOTH_DELTA
-    oscillation: -2, // speed command reversed by more than OSCILLATION_DELTA
+    step: 0,
+    collision: -10, // once, ends the episode
+    leaveStart: 0.5, // once per episode
+    idle: -0.01, // |speed| < IDLE_SPEED of top speed
+    backward: -0.01,
+    forward: 0.01, // scaled by speed / top speed
+    smoothThrottle: 0.005, // while driving forward, speed command changed < SMOOTH_DELTA
+    smoothSteering: 0.005, // while driving forward, turn command changed < SMOOTH_DELTA
+    oscillation: -0.01, // speed command reversed by more than OSCILLATION_DELTA
     progressScale: 0, // reward per metre closer to the construction zone centre
     progressOnlyWhenHolding: false,
+    orbProgressScale: 0, // reward per metre closer to the nearest orb on the ground, while empty
     grab: 0, // per orb, first pick-up of that orb in the episode
     enterConstructionHolding: 0, // once per load
     depositConstruction: 0, // per orb
@@ -24,17 +25,18 @@ const STAGE_TABLE = {
   },
   2: {
     name: 'navigation',
-    step: -0.05,
-    collision: -200,
-    leaveStart: 50,
-    idle: -1,
-    backward: -3,
-    forward: 0.5,
-    smoothThrottle: 0.5,
-    smoothSteering: 0.5,
-    oscillation: -2,
-    progressScale: 10,
+    step: -0.001,
+    collision: -10,
+    leaveStart: 1,
+    idle: -0.01,
+    backward: -0.02, // outweighs any progress shaping a reversing rover could earn
+    forward: 0.01,
+    smoothThrottle: 0.005,
+    smoothSteering: 0.005,
+    oscillation: -0.01,
+    progressScale: 1,
     progressOnlyWhenHolding: false,
+    orbProgressScale: 0,
     grab: 0,
     enterConstructionHolding: 0,
     depositConstruction: 0,
@@ -44,45 +46,48 @@ const STAGE_TABLE = {
   },
   3: {
     name: 'orbs',
-    step: -0.05,
-    collision: -300,
-    leaveStart: 30,
-    idle: -1,
-    backward: -3,
-    forward: 0.3,
-    smoothThrottle: 0.4,
-    smoothSteering: 0.4,
-    oscillation: -1.5,
-    progressScale: 3,
+    step: -0.001,
+    collision: -10,
+    leaveStart: 0.3,
+    idle: -0.01,
+    backward: -0.02,
+    forward: 0.005,
+    smoothThrottle: 0.003,
+    smoothSteering: 0.003,
+    oscillation: -0.01,
+    progressScale: 1,
     // Orbs lie in the excavation strip: pulling an empty rover toward the construction zone
-    // would fight the grab reward, so this stage shapes only the trip with a load.
+    // would fight the grab reward, so this stage shapes only the trip with a load, and the
+    // trip to an orb without one.
     progressOnlyWhenHolding: true,
-    grab: 20,
-    enterConstructionHolding: 150,
-    depositConstruction: 400,
-    depositBerm: 500,
-    dropOutsideMin: -50,
-    dropOutsideMax: -150,
+    orbProgressScale: 0.5,
+    grab: 0.1, // below the cost of dropping outside: random grab-and-drop must not pay
+    enterConstructionHolding: 2,
+    depositConstruction: 4,
+    depositBerm: 5,
+    dropOutsideMin: -0.5,
+    dropOutsideMax: -1.5,
   },
   4: {
     name: 'full task',
-    step: -0.2,
-    collision: -1000,
+    step: -0.002,
+    collision: -10,
     leaveStart: 0,
-    idle: -3,
-    backward: -8,
+    idle: -0.01,
+    backward: -0.02,
     forward: 0,
     smoothThrottle: 0,
     smoothSteering: 0,
-    oscillation: -5,
+    oscillation: -0.02,
     progressScale: 0,
     progressOnlyWhenHolding: false,
-    grab: 15,
-    enterConstructionHolding: 100,
-    depositConstruction: 1000,
-    depositBerm: 2000,
-    dropOutsideMin: -150,
-    dropOutsideMax: -500,
+    orbProgressScale: 0,
+    grab: 0.15,
+    enterConstructionHolding: 1,
+    depositConstruction: 10,
+    depositBerm: 20,
+    dropOutsideMin: -1.5,
+    dropOutsideMax: -5,
   },
 };
 

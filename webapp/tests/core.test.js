@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import {
   ARENA_HEIGHT,
   ARENA_WIDTH,
+  CONSTRUCTION_CENTRE_X,
+  CONSTRUCTION_CENTRE_Y,
   CONSTRUCTION_ZONE,
   OBSTACLE_KIND_CRATER,
   OBSTACLE_KIND_ROCK,
@@ -12,6 +14,7 @@ import {
   ORB_ON_GROUND,
   ROVER,
   RoverSim,
+  dropOutsidePenalty,
   START_ZONE,
   inConstruction,
   inExcavation,
@@ -368,8 +371,59 @@ test('progress toward the construction zone is shaped only in the stages that sa
     assert.ok(near(r.reward, expected, 1e-6), `stage ${stage}: ${r.reward} vs ${expected}`);
   }
   assert.equal(STAGES[1].progressScale, 0);
-  assert.equal(STAGES[2].progressScale, 10);
+  assert.ok(STAGES[2].progressScale > 0 && STAGES[3].progressScale > 0);
   assert.equal(STAGES[4].progressScale, 0);
+});
+
+test('progress toward the nearest orb is shaped while empty in stage 3 only, with no jump when an orb is grabbed', () => {
+  const moved = ROVER.topSpeed * (2 / 60);
+  const toConstruction = (x, y) => Math.hypot(x - CONSTRUCTION_CENTRE_X, y - CONSTRUCTION_CENTRE_Y);
+  const gained = toConstruction(1.0, 2.5) - toConstruction(1.0 + moved, 2.5);
+  for (const stage of STAGE_LIST) {
+    const w = STAGES[stage];
+    const sim = clearedSim({ stage });
+    sim.teleport(1.0, 2.5, 0, ROVER.topSpeed);
+    placeOrb(sim, 0, 2.5, 2.5); // straight ahead, out of reach
+    sim.state.prevSpeedCmd = 1;
+    const r = sim.step([1, 0, 0]);
+    const construction = w.progressOnlyWhenHolding ? 0 : w.progressScale * gained;
+    const expected = w.step + w.forward + w.smoothThrottle + w.smoothSteering + construction + w.orbProgressScale * moved;
+    assert.ok(near(r.reward, expected, 1e-6), `stage ${stage}: ${r.reward} vs ${expected}`);
+  }
+  assert.ok(STAGES[3].orbProgressScale > 0);
+  const w = STAGES[3];
+  // The grab removes the nearest orbs: the next one is farther, and that costs nothing.
+  const sim = simWithOrbsAhead(3);
+  placeOrb(sim, 3, 0.3, 4.5);
+  const grab = sim.step([0, 0, 1]);
+  assert.ok(near(grab.reward, w.step + w.idle + 3 * w.grab), `${grab.reward}`);
+  // Holding a load, driving toward an orb earns no orb progress (only the trip with the load counts).
+  sim.teleport(1.0, 4.5, Math.PI, ROVER.topSpeed);
+  sim.state.prevSpeedCmd = 1;
+  const carrying = sim.step([1, 0, 0]);
+  const away = toConstruction(1.0, 4.5) - toConstruction(1.0 - moved, 4.5);
+  const expected = w.step + w.forward + w.smoothThrottle + w.smoothSteering + w.progressScale * away;
+  assert.ok(near(carrying.reward, expected, 1e-6), `${carrying.reward} vs ${expected}`);
+});
+
+test('no stage makes ending the episode in a collision a way to stop paying per-step penalties', () => {
+  // PPO looks about 1 / (1 - gamma) = 100 steps ahead (gamma 0.99). If the worst per-step
+  // penalties summed over that horizon came near the collision penalty, crashing early would be
+  // the cheapest policy: the reward gaming the original weights taught (docs/rover-sim.md).
+  for (const stage of STAGE_LIST) {
+    const w = STAGES[stage];
+    const worstStep = -w.step + Math.max(-w.idle, -w.backward) - w.oscillation;
+    assert.ok(100 * worstStep <= -w.collision / 2, `stage ${stage}: ${100 * worstStep} vs ${w.collision}`);
+  }
+});
+
+test('reversing never pays: the backward penalty outweighs any progress shaping at top speed', () => {
+  for (const stage of STAGE_LIST) {
+    const w = STAGES[stage];
+    const perStep = ROVER.topSpeed * (2 / 60);
+    const bestShaping = Math.max(w.progressScale, w.orbProgressScale) * perStep;
+    assert.ok(w.backward + bestShaping < 0, `stage ${stage}`);
+  }
 });
 
 test('reversing the speed command sharply costs the oscillation penalty', () => {
@@ -497,4 +551,16 @@ test('the path check sees a wall of obstacles', () => {
   assert.equal(hasClearPath(ob), false);
   ob.count = 0;
   assert.equal(hasClearPath(ob), true);
+});
+
+test('grabbing orbs and dropping them outside never pays, however many at once', () => {
+  // Otherwise toggling dig at random earns reward, and the policy's dig noise grows instead of
+  // learning to carry the load to the construction zone.
+  for (const stage of STAGE_LIST) {
+    const w = STAGES[stage];
+    for (let n = 1; n <= 15; n++) {
+      const net = n * w.grab + dropOutsidePenalty(w, n, 15);
+      assert.ok(net <= 0, `stage ${stage}, ${n} orbs: ${net}`);
+    }
+  }
 });

@@ -1,7 +1,10 @@
 // Shared set-ups for the tests: known poses in a cleared arena.
-import { RoverSim, STAGES, ORB_ON_GROUND, mulberry32 } from '../sim/core.js';
+import { RoverSim, STAGES, ORB_DEPOSITED, ORB_ON_GROUND, mulberry32 } from '../sim/core.js';
 
-/** A reset sim with no obstacles and every orb parked in the top-left corner. */
+/**
+ * A reset sim with no obstacles and every orb out of play (parked in the top-left corner as
+ * deposited), so no orb shaping colours a driving test; placeOrb puts orbs back on the ground.
+ */
 export function clearedSim(options = {}) {
   const sim = new RoverSim({ seed: 1, ...options });
   sim.reset();
@@ -10,8 +13,9 @@ export function clearedSim(options = {}) {
   for (let i = 0; i < st.orbs.count; i++) {
     st.orbs.x[i] = 0.15;
     st.orbs.y[i] = 4.85;
-    st.orbs.status[i] = ORB_ON_GROUND;
+    st.orbs.status[i] = ORB_DEPOSITED;
   }
+  resyncShaping(sim);
   return sim;
 }
 
@@ -21,6 +25,13 @@ export function placeOrb(sim, i, x, y) {
   orbs.x[i] = x;
   orbs.y[i] = y;
   orbs.status[i] = ORB_ON_GROUND;
+  resyncShaping(sim);
+}
+
+/** Moving things by hand is no progress: teleport in place keeps the shaping trackers in step. */
+function resyncShaping(sim) {
+  const r = sim.state.rover;
+  sim.teleport(r.x, r.y, r.heading, r.speed);
 }
 
 /** Steps n times with one action; returns the results. */
