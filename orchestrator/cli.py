@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.cli_parser import apply_config_file, build_parser
-from orchestrator.config import MAX_SIMS_PER_TAB, RunConfig
+from orchestrator.config import MAX_SIMS_PER_TAB, RunConfig, eval_episode_cap
 from training.vec_env import DEFAULT_VEC_ENV
 
 if TYPE_CHECKING:
@@ -224,6 +224,10 @@ def _train_config(cfg: RunConfig, args: argparse.Namespace) -> None:
     cfg.load = args.load
     cfg.auto_load = not args.no_auto_load
     cfg.adapt_spaces = args.adapt_spaces
+    cfg.eval_freq, cfg.eval_episodes = args.eval_freq, args.eval_episodes
+    if cfg.eval_freq:
+        cfg.eval_max_episode_steps = args.eval_max_episode_steps or eval_episode_cap(
+            cfg.eval_freq, cfg.eval_episodes, cfg.max_episode_steps)
 
 
 def _curriculum(text: str) -> list[int]:

@@ -32,6 +32,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive whole number, got {text}")
+    return value
+
+
 def _envs(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -151,7 +158,10 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     train.add_argument("--run-id", help=argparse.SUPPRESS)
     train.add_argument("--attempt", type=int, default=None, help=argparse.SUPPRESS)
     train.add_argument("--hours", type=_positive_float, metavar="H", help="time budget: stop cleanly with a checkpoint after H hours")
-    train.add_argument("--keep-checkpoints", type=int, default=0, metavar="K", help="keep only the K newest periodic checkpoints (default 0: keep all); lunar_rover_ppo_best.zip keeps the best by mean episode reward")
+    train.add_argument("--keep-checkpoints", type=int, default=0, metavar="K", help="keep only the K newest periodic checkpoints (default 0: keep all); lunar_rover_ppo_best.zip keeps the best by task score (with --eval-freq, of the evaluations; else of the last 100 training episodes at each checkpoint), its score in lunar_rover_ppo_best.json")
+    train.add_argument("--eval-freq", type=_non_negative_int, default=0, metavar="STEPS", help="every STEPS total steps, run --eval-episodes deterministic episodes of the current policy on an extra tab of its own (at the current curriculum stage, the same episodes every time), log their task metrics (TensorBoard eval/..., an 'evaluation' event, an [Eval] line) and keep lunar_rover_ppo_best.zip by their task score; e.g. 100000 (default 0: no evaluation, one tab fewer)")
+    train.add_argument("--eval-episodes", type=_positive_int, default=10, metavar="N", help="episodes per evaluation (default 10)")
+    train.add_argument("--eval-max-episode-steps", type=_positive_int, default=None, metavar="M", help="the evaluation episodes' limit, which bounds an evaluation's cost (default: --eval-freq / (10 x --eval-episodes), at most --max-episode-steps, so an evaluation runs at most a tenth of the steps trained between two; e.g. 1,000 for --eval-freq 100000)")
     train.add_argument("--curriculum", nargs="?", const="200000,300000,500000", metavar="S1,S2,S3", help="train through the four reward stages: stage 1 for S1 steps, stage 2 for S2, stage 3 for S3, stage 4 for the rest (default the original app's 200000,300000,500000); a resumed run continues in its stage")
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from browser_pool.faults import parse_spec
 from orchestrator.chaos import ChaosMonkey, describe
-from orchestrator.config import RunConfig
+from orchestrator.config import EVAL_SEED_OFFSET, RunConfig
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
 from orchestrator.monitor import Monitoring
@@ -28,6 +28,7 @@ from orchestrator.monitor_settings import MonitorSettings
 from orchestrator.run_setup import RunPieces, open_run_folder, set_up_training, stop_signals
 from orchestrator.sizing import trainer_threads
 from training.evaluate import evaluation_report
+from training.periodic_evaluation import EvalPlan
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
 
 if TYPE_CHECKING:
@@ -134,7 +135,8 @@ def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSum
     say(f"Using {cfg.envs} parallel environments")
     chaos = None
     if cfg.chaos:
-        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime)
+        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime,
+                            ports=venv.ports)  # the training tabs: the evaluation tab steps only now and then
         settings.train_on = chaos.wants_more_steps
     result = train(
         settings,
@@ -145,6 +147,7 @@ def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSum
         on_steps=_both(chaos.on_steps if chaos else None, monitoring.on_steps if monitoring else None),
         record=_recorder(events, monitoring),
         extra_callbacks=monitoring.callbacks() if monitoring else (),
+        eval_venv=run.eval_venv,
     )
     _note_result(summary, result, chaos, events)
 
@@ -166,6 +169,9 @@ def _train_settings(cfg: RunConfig) -> TrainSettings:
         curriculum=cfg.curriculum,
         torch_threads=trainer_threads(envs=cfg.envs),
         max_episode_steps=cfg.max_episode_steps,
+        stage=cfg.stage,
+        evaluation=EvalPlan(cfg.eval_freq, cfg.eval_episodes, cfg.eval_max_episode_steps, cfg.seed + EVAL_SEED_OFFSET)
+        if cfg.evaluates else None,
     )
 
 
