@@ -65,6 +65,8 @@ class RunConfig:
     eval_freq: int = 0  # train: evaluate every this many steps on an extra tab (0: never)
     eval_max_episode_steps: int = 0  # train: the evaluation episodes' limit (0: eval_episode_cap)
     against_random: bool = False  # evaluate: score random actions too, on the same tabs
+    video: Path | None = None  # evaluate: record tab 1's episodes into this file (orchestrator/video.py)
+    video_episodes: int = 2
     recycle_steps: int = 0
     recycle_hours: float = 0.0
     keep_checkpoints: int = 0

@@ -27,6 +27,7 @@ from orchestrator.monitor import Monitoring
 from orchestrator.monitor_settings import MonitorSettings
 from orchestrator.run_setup import RunPieces, open_run_folder, set_up_training, stop_signals
 from orchestrator.sizing import trainer_threads
+from orchestrator.video import CanvasRecorder
 from training.evaluate import evaluation_report
 from training.periodic_evaluation import EvalPlan
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
@@ -87,7 +88,7 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
             summary.startup_s = round(time.monotonic() - began, 3)
             say(f"[Setup] All {cfg.envs} tabs connected in {summary.startup_s:.1f} s")
             if cfg.command == "evaluate":
-                _evaluate_job(cfg, run.venv, summary)
+                _evaluate_job(cfg, run, summary)
             else:
                 _train_job(cfg, run, events, summary)
         except KeyboardInterrupt:
@@ -214,11 +215,22 @@ def _chaos_verdict(chaos: ChaosMonkey, result: TrainResult, summary: RunSummary,
         summary.error = summary.error or f"chaos: {len(report.missing)} of {report.faults_planned} planned faults were not injected and recovered ({missing})"
 
 
-def _evaluate_job(cfg: RunConfig, venv: TabVecEnv, summary: RunSummary) -> None:
+def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
+    assert run.venv is not None and run.fleet is not None
     policy = str(cfg.load) if cfg.load else "random actions"
     say(f"Evaluating {policy} over {cfg.eval_episodes} episodes on {cfg.envs} tabs (stage {cfg.stage})")
-    summary.evaluation = evaluation_report(venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,
-                                           against_random=cfg.against_random, length_limit=cfg.max_episode_steps)
+    recorder = CanvasRecorder(run.fleet, cfg.video, cfg.timescale, cfg.video_episodes, say) if cfg.video else None
+    if recorder is not None:
+        recorder.start()
+    try:
+        summary.evaluation = evaluation_report(run.venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,
+                                               against_random=cfg.against_random, length_limit=cfg.max_episode_steps,
+                                               on_step=recorder.on_step if recorder else None)
+    finally:
+        if recorder is not None:
+            video = recorder.finish()
+    if recorder is not None:
+        summary.evaluation["video"] = video
     summary.status, summary.ok = "completed", True
     summary.timesteps, summary.episodes = summary.evaluation["steps"], summary.evaluation["episodes"]
 
