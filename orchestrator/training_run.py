@@ -225,7 +225,8 @@ def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
     try:
         summary.evaluation = evaluation_report(run.venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,
                                                against_random=cfg.against_random, length_limit=cfg.max_episode_steps,
-                                               on_step=recorder.on_step if recorder else None)
+                                               on_step=recorder.on_step if recorder else None,
+                                               stage=cfg.stage if cfg.embedded else None)
     finally:
         if recorder is not None:
             video = recorder.finish()

@@ -19,7 +19,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 
 from training.step_round import TAB_WAITING
-from training.task_metrics import EpisodeOutcome, TaskSummary, ended_by_failure, gaming_verdict
+from training.task_metrics import EpisodeOutcome, TaskSummary, compare_with_random, ended_by_failure, gaming_verdict
 
 
 @dataclass
@@ -109,10 +109,13 @@ def evaluation_report(
     length_limit: int | None = None,
     say: Callable[[str], None] = print,
     on_step: StepHook | None = None,
+    stage: int | None = None,
 ) -> dict[str, Any]:
     """What `lunarfleet evaluate` prints, and writes as the JSON's `evaluation` field: the policy's
     result, random actions' on the same tabs (`against_random`), and the reward-gaming verdict.
-    `on_step` follows the policy's episodes (not random actions' after them)."""
+    `on_step` follows the policy's episodes (not random actions' after them). With `against_random`
+    and the `stage`, it also says whether the model does that stage's task better than random actions
+    (`compare_with_random`: by task metrics, never by reward)."""
     result = evaluate(venv, model_path, episodes, seed=seed, on_step=on_step)
     baseline = None
     if against_random and model_path is not None:
@@ -129,10 +132,15 @@ def evaluation_report(
                              baseline.mean_reward if baseline else None, baseline="random actions on the same tabs")
     if verdict is not None and verdict.ends_early_and_short:
         say(f"[Evaluate] ! {verdict.sentence()}")
+    comparison = None
+    if baseline is not None and stage is not None:
+        comparison = compare_with_random(TaskSummary.of(result.outcomes), TaskSummary.of(baseline.outcomes), stage)
+        say(f"[Evaluate] {'✓' if comparison.better else '!'} {comparison.sentence()}")
     return {
         **result.to_json(),
         "against_random": baseline.to_json() if baseline else None,
         "reward_gaming": verdict.to_json() if verdict else None,
+        "task_vs_random": comparison.to_json() if comparison else None,
     }
 
 

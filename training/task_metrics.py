@@ -326,3 +326,39 @@ def task_score(summary: TaskSummary, stage: int) -> TaskScore | None:
         return TaskScore(stage, (no_collision, summary.mean_length or 0.0), ("no collision", "mean length"))
     return TaskScore(stage, (summary.mean_orbs_deposited or 0.0, summary.orb_collected or 0.0, no_collision),
                      ("mean orbs deposited", "orb collected", "no collision"))
+
+
+@dataclass(frozen=True)
+class TaskComparison:
+    """Whether a model does its stage's task better than random actions on the same tabs, and why."""
+
+    stage: int
+    better: bool
+    figures: tuple[str, ...]  # e.g. "collided 20% vs 72% (fewer)"
+
+    def sentence(self) -> str:
+        does = "does" if self.better else "does not do"
+        return f"the model {does} the stage-{self.stage} task better than random actions: {'; '.join(self.figures)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "better": self.better, "figures": list(self.figures), "message": self.sentence()}
+
+
+def compare_with_random(model: TaskSummary, random: TaskSummary, stage: int) -> TaskComparison:
+    """The learning check's rule, by task metrics only: at stages 1-2 the model collides in fewer
+    episodes than random actions AND its episodes are longer on average; at stages 3-4 it collects
+    an orb in more episodes AND deposits at least as many orbs per episode. Unknown figures fail."""
+    def row(label: str, mine: float | None, theirs: float | None, higher: bool, show: Any, word: str) -> tuple[bool, str]:
+        ok = mine is not None and theirs is not None and (mine > theirs if higher else mine < theirs)
+        return ok, f"{label} {show(mine)} vs {show(theirs)} ({word if ok else 'not ' + word})"
+
+    if stage in DRIVING_STAGES:
+        rows = [row("collided", model.collided, random.collided, False, _pct, "fewer"),
+                row("mean length", model.mean_length, random.mean_length, True, _num, "longer")]
+    else:
+        deposits = model.mean_orbs_deposited, random.mean_orbs_deposited
+        at_least = deposits[0] is not None and deposits[1] is not None and deposits[0] >= deposits[1]
+        rows = [row("collected an orb", model.orb_collected, random.orb_collected, True, _pct, "more"),
+                (at_least, f"mean orbs deposited {_num(deposits[0], 2)} vs {_num(deposits[1], 2)} "
+                           f"({'at least as many' if at_least else 'fewer'})")]
+    return TaskComparison(stage, all(ok for ok, _ in rows), tuple(text for _, text in rows))
