@@ -226,6 +226,7 @@ def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
         summary.evaluation = evaluation_report(run.venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,
                                                against_random=cfg.against_random, length_limit=cfg.max_episode_steps,
                                                on_step=recorder.on_step if recorder else None,
+                                               after_policy=recorder.stop if recorder else None,
                                                stage=cfg.stage if cfg.embedded else None)
     finally:
         if recorder is not None:

@@ -73,20 +73,35 @@ class CanvasRecorder:
             return
         self._steps += 1
         if self._steps % DRAIN_EVERY_STEPS == 0 or bool(dones[0]):
-            self._take(self._page("window.lunarfleet.takeFrames()"))
-        if self._recording and time.monotonic() - self._last_progress >= PROGRESS_EVERY_S:
+            try:
+                self._drain()
+            except Exception as exc:  # tab 1 is being replaced: the evaluation goes on, frames are lost
+                self.say(f"[Video] ! could not take tab 1's frames ({type(exc).__name__}: {exc}); trying again")
+        if self._recording and self.frames and time.monotonic() - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = time.monotonic()
             self.say(f"[Video] {self.seconds:,.1f} s recorded ({self.frames:,} frames), "
                      f"episode {min(self.episodes_done + 1, self.episodes)} of {self.episodes}")
 
-    def finish(self) -> dict[str, Any]:
-        """Stop, write the last frames, close the file; what was recorded (for the JSON)."""
+    def _drain(self) -> None:
+        on, frames = self._page("[window.lunarfleet.recording.on, window.lunarfleet.takeFrames()]")
+        self._take(frames)
+        if self._recording and not on:
+            # Tab 1 was replaced (a crash, a hang): its new page records from here on.
+            self._page(f"window.lunarfleet.startRecording({JPEG_QUALITY})")
+            self.say("[Video] ! tab 1 was replaced while recording; recording goes on on its new page")
+
+    def stop(self) -> None:
+        """Take the last frames and stop recording (the evaluation of the policy is over)."""
         if self._recording:
             try:
                 self._take(self._page("window.lunarfleet.stopRecording()"))
             except Exception as exc:  # the tab is gone: keep what was recorded
                 self.say(f"[Video] ! could not take the last frames of tab 1: {exc}")
             self._stop()
+
+    def finish(self) -> dict[str, Any]:
+        """Stop, close the file; what was recorded (for the JSON)."""
+        self.stop()
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -109,14 +109,20 @@ def evaluation_report(
     length_limit: int | None = None,
     say: Callable[[str], None] = print,
     on_step: StepHook | None = None,
+    after_policy: Callable[[], None] | None = None,
     stage: int | None = None,
 ) -> dict[str, Any]:
     """What `lunarfleet evaluate` prints, and writes as the JSON's `evaluation` field: the policy's
     result, random actions' on the same tabs (`against_random`), and the reward-gaming verdict.
-    `on_step` follows the policy's episodes (not random actions' after them). With `against_random`
+    `on_step` follows the policy's episodes, and `after_policy` is called when they are done (before
+    random actions' episodes: a video of the policy stops there). With `against_random`
     and the `stage`, it also says whether the model does that stage's task better than random actions
     (`compare_with_random`: by task metrics, never by reward)."""
-    result = evaluate(venv, model_path, episodes, seed=seed, on_step=on_step)
+    try:
+        result = evaluate(venv, model_path, episodes, seed=seed, on_step=on_step)
+    finally:
+        if after_policy is not None:
+            after_policy()
     baseline = None
     if against_random and model_path is not None:
         baseline = evaluate(venv, None, episodes, seed=seed)
