@@ -86,7 +86,7 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
         try:
             set_up_training(run, cfg, monitor or MonitorSettings(), events)
             summary.startup_s = round(time.monotonic() - began, 3)
-            say(f"[Setup] All {cfg.envs} tabs connected in {summary.startup_s:.1f} s")
+            say(f"[Setup] All {len(run.fleet.ports) if run.fleet else cfg.envs} tabs connected in {summary.startup_s:.1f} s")
             if cfg.command == "evaluate":
                 _evaluate_job(cfg, run, summary)
             else:
