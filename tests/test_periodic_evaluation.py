@@ -223,3 +223,26 @@ def test_a_failed_evaluation_is_said_and_training_goes_on(tmp_path: Path) -> Non
     callback.model.num_timesteps = 1000  # type: ignore[union-attr]
     assert callback._on_step() is True
     assert events[-1]["event"] == "warning" and "evaluation failed at 1,000 steps" in said[-1] and "training goes on" in said[-1]
+
+
+def test_without_evaluation_the_best_is_kept_by_the_task_score_of_the_last_training_episodes(tmp_path: Path) -> None:
+    from training.trainer import TRAINING_BASIS, RunStats, TrainSettings, _periodic_save
+
+    def episode(length: int, collided: bool) -> dict[str, Any]:
+        return {"episode_length": length, "collision_occurred": collided, "TimeLimit.truncated": not collided,
+                "episode": {"r": -1.0 if collided else -500.0, "l": length, "t": 1.0}}
+
+    stats = RunStats(10.0, 10_000, print, lambda: None, print_lines=False, max_episode_steps=1000)
+    saved: list[Path] = []
+    settings = TrainSettings(total_timesteps=10_000, models_dir=tmp_path, curriculum=[2000, 2000, 2000])
+    periodic = _periodic_save(tmp_path, _saver(saved), stats, BestModel(tmp_path, TRAINING_BASIS), settings)
+    stats.task.add_step([True] * 4, [episode(1000, False)] * 4)  # drives: a worse reward, the better task score
+    periodic(1000)
+    assert [p.name for p in saved] == ["lunar_rover_ppo_1000_steps.zip", "lunar_rover_ppo_best.zip"]
+    stats.task.add_step([True] * 100, [episode(40, True)] * 100)  # crashes: a better reward, no task
+    periodic(1500)
+    assert saved[-1].name == "lunar_rover_ppo_1500_steps.zip", "a higher reward does not make a best model"
+    periodic(2500)  # stage 2 from step 2,000: the first score there is the best
+    assert saved[-1].name == "lunar_rover_ppo_best.zip"
+    assert json.loads(score_path(tmp_path).read_text())["score"]["stage"] == 2
+    assert json.loads(score_path(tmp_path).read_text())["basis"] == TRAINING_BASIS
