@@ -54,7 +54,6 @@ def evaluate(
     deterministic: bool = True,
     seed: int = 0,
     on_step: StepHook | None = None,
-    name: str | None = None,
 ) -> EvaluationResult:
     """`episodes` episodes of a checkpoint, a model, or random actions (None), spread evenly over the
     envs as SB3's evaluate_policy does: taking the first ones to end would favour short episodes
@@ -88,7 +87,7 @@ def evaluate(
             returns[i], lengths[i] = 0.0, 0
     scores = np.array([o.reward for o in outcomes])
     return EvaluationResult(
-        policy=name or (str(policy) if isinstance(policy, Path) else "random" if policy is None else "model"),
+        policy=str(policy) if isinstance(policy, Path) else "random" if policy is None else "model",
         episodes=len(scores),
         mean_reward=float(scores.mean()),
         std_reward=float(scores.std()),

@@ -179,20 +179,20 @@ def train(
         settings.log_interval_s, settings.total_timesteps, say, _within_budget(settings.max_seconds, began, should_stop),
         not settings.progress_bar, on_steps, record, settings.train_on, max_episode_steps=settings.max_episode_steps,
     )
-    callbacks: list[BaseCallback] = [stats]
+    evaluation = settings.evaluation
+    best = BestModel(settings.models_dir, evaluation.basis if evaluation else TRAINING_BASIS)
+    if best.unknown and evaluation is None:
+        say(f"[Setup] ! {best.describe_unknown()}; the first periodic checkpoint replaces it")
+    # Without evaluation, the periodic checkpoint keeps the best model (by the training episodes).
+    saver = PeriodicCheckpoint(
+        settings.save_freq, _periodic_save(settings.models_dir, save, stats, None if evaluation else best, settings)
+    )
+    callbacks: list[BaseCallback] = [stats, saver]
     if settings.curriculum:
         callbacks.append(_curriculum(settings.curriculum, venv, model, say, record))
-    if settings.evaluation is not None:
+    if evaluation is not None:
         assert eval_venv is not None, "--eval-freq needs the evaluation tab's vec env"
-        best = BestModel(settings.models_dir, settings.evaluation.basis)
-        callbacks.append(PeriodicEvaluation(eval_venv, settings.evaluation, _stage_at(settings), best, save, say, record))
-        saver = PeriodicCheckpoint(settings.save_freq, _periodic_save(settings.models_dir, save, stats, None, settings))
-    else:
-        best = BestModel(settings.models_dir, TRAINING_BASIS)
-        if best.unknown:
-            say(f"[Setup] ! {best.describe_unknown()}; the first periodic checkpoint replaces it")
-        saver = PeriodicCheckpoint(settings.save_freq, _periodic_save(settings.models_dir, save, stats, best, settings))
-    callbacks.insert(1, saver)
+        callbacks.append(PeriodicEvaluation(eval_venv, evaluation, _stage_at(settings), best, save, say, record))
     callbacks.extend(extra_callbacks)
     try:
         _learn(model, settings, result, callbacks, stats)
