@@ -229,9 +229,8 @@ def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
                                                after_policy=recorder.stop if recorder else None,
                                                stage=cfg.stage if cfg.embedded else None)
     finally:
-        if recorder is not None:
-            video = recorder.finish()
-    if recorder is not None:
+        video = recorder.finish() if recorder is not None else None  # the file is closed whatever happened
+    if video is not None:
         summary.evaluation["video"] = video
     summary.status, summary.ok = "completed", True
     summary.timesteps, summary.episodes = summary.evaluation["steps"], summary.evaluation["episodes"]
