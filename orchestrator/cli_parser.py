@@ -16,6 +16,12 @@ examples:
   lunarfleet train --envs 8 --timesteps 200000 --stage 1
   lunarfleet train --url 'http://localhost:4200/?wsPort={port}&maxSteps={max_steps}'
                                             your own rover app, unmodified
+  lunarfleet train --curriculum --eval-freq 100000
+                                            the four stages, evaluated on a tab of its own every
+                                            100k steps; the best model kept by task score
+  lunarfleet evaluate models/lunar_rover_ppo_best.zip --against-random --video rover.mp4
+                                            score it against random actions by task metrics,
+                                            and film tab 1 at the real frame rate
   lunarfleet smoke --json out.json          a 2-tab, 4096-step real run for CI
   lunarfleet tabs --envs 4 --url 'http://localhost:4200/?wsPort={port}'
                                             only the tabs, for your own trainer script
