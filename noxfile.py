@@ -6,8 +6,10 @@ this machine carries), a Chromium if none is found, then the JS and Python test 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import nox
 
@@ -73,10 +75,17 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, name="learning-check")
 def learning_check(session: nox.Session) -> None:
-    """PPO on stage 1 for 100k steps, then its reward and task metrics against random actions' on the same tabs."""
+    """PPO on stage 1 for 100k steps, then scored against random actions on the same tabs by task
+    metrics, never by reward: it passes only if the model collides in fewer episodes than random
+    actions and its episodes are longer on average (`compare_with_random`, training/task_metrics.py)."""
     install(session)
     models = "runs/learning-check/models"
+    verdict = Path("runs/learning-check/evaluation.json")
     session.run("lunarfleet", "train", "--stage", "1", "--timesteps", "100000", "--no-auto-load",
                 "--models-dir", models, "--save-freq", "0", "--max-restarts", "0", *session.posargs)
-    scoring = ["--episodes", "40", "--max-episode-steps", "1000", "--stage", "1"]
+    scoring = ["--episodes", "40", "--max-episode-steps", "1000", "--stage", "1", "--json", str(verdict)]
     session.run("lunarfleet", "evaluate", f"{models}/lunar_rover_ppo_100000_steps.zip", "--against-random", *scoring)
+    comparison = json.loads(verdict.read_text())["evaluation"]["task_vs_random"]
+    if not comparison["better"]:
+        session.error(f"no learning of the stage-1 task: {comparison['message']}")
+    session.log(comparison["message"])

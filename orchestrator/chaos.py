@@ -74,11 +74,13 @@ class ChaosMonkey:
         steps_per_vec_step: int,
         overtime_s: float,
         inject: Callable[[Fault], None] | None = None,
+        ports: list[int] | None = None,
     ) -> None:
         self.fleet, self.events = fleet, events
+        self.ports = list(ports or fleet.ports)  # the tabs faults go into and recover on (not an idle evaluation tab)
         self.target_step, self.overtime_s = target_step, overtime_s
         self.min_gap = MIN_GAP_VEC_STEPS * steps_per_vec_step
-        tabs = len(fleet.ports)
+        tabs = len(self.ports)
         kinds = _interleave(counts)
         self.faults = [Fault(kind, -1 if kind in faults.FLEET_FAULTS else i % tabs) for i, kind in enumerate(kinds)]
         self._inject_into_pool = inject or self._inject_through_fleet
@@ -163,7 +165,7 @@ class ChaosMonkey:
         future.result(timeout=INJECT_TIMEOUT_S)
 
     def _targets(self, fault: Fault) -> list[int]:
-        return list(self.fleet.ports) if fault.tab < 0 else [self.fleet.ports[fault.tab]]
+        return list(self.ports) if fault.tab < 0 else [self.ports[fault.tab]]
 
     def _recovery_s(self, fault: Fault) -> float | None:
         """Seconds from the fault to the last tab it hit stepping again; None while one is not."""

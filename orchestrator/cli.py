@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.cli_parser import apply_config_file, build_parser
-from orchestrator.config import MAX_SIMS_PER_TAB, RunConfig
+from orchestrator.config import MAX_SIMS_PER_TAB, RunConfig, eval_episode_cap
 from training.vec_env import DEFAULT_VEC_ENV
 
 if TYPE_CHECKING:
@@ -164,7 +164,25 @@ def _config(args: argparse.Namespace) -> RunConfig:
         cfg.load, cfg.eval_episodes, cfg.against_random = args.model, args.episodes, args.against_random
         if cfg.load is not None and not cfg.load.exists():
             raise SystemExit(f"lunarfleet: no checkpoint at {cfg.load}")
+        _video_config(cfg, args)
     return cfg
+
+
+def _video_config(cfg: RunConfig, args: argparse.Namespace) -> None:
+    """`evaluate --video`: what it needs, checked before any tab opens."""
+    cfg.video, cfg.video_episodes = args.video, args.video_episodes
+    if cfg.video is None:
+        return
+    if not cfg.embedded:
+        raise SystemExit("lunarfleet: --video records the embedded simulation's canvas; with --url, use --record-video instead")
+    if cfg.video.is_dir():
+        raise SystemExit(f"lunarfleet: --video {cfg.video} is a folder; give a file name such as {cfg.video / 'rover.mp4'}")
+    from orchestrator.video import VideoUnavailable, check_video_support
+
+    try:
+        check_video_support()
+    except VideoUnavailable as exc:
+        raise SystemExit(f"lunarfleet: {exc}") from None
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
@@ -225,6 +243,10 @@ def _train_config(cfg: RunConfig, args: argparse.Namespace) -> None:
     cfg.load = args.load
     cfg.auto_load = not args.no_auto_load
     cfg.adapt_spaces = args.adapt_spaces
+    cfg.eval_freq, cfg.eval_episodes = args.eval_freq, args.eval_episodes
+    if cfg.eval_freq:
+        cfg.eval_max_episode_steps = args.eval_max_episode_steps or eval_episode_cap(
+            cfg.eval_freq, cfg.eval_episodes, cfg.max_episode_steps)
 
 
 def _curriculum(text: str) -> list[int]:

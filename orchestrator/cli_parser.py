@@ -16,6 +16,12 @@ examples:
   lunarfleet train --envs 8 --timesteps 200000 --stage 1
   lunarfleet train --url 'http://localhost:4200/?wsPort={port}&maxSteps={max_steps}'
                                             your own rover app, unmodified
+  lunarfleet train --curriculum --eval-freq 100000
+                                            the four stages, evaluated on a tab of its own every
+                                            100k steps; the best model kept by task score
+  lunarfleet evaluate models/lunar_rover_ppo_best.zip --against-random --video rover.mp4
+                                            score it against random actions by task metrics,
+                                            and film tab 1 at the real frame rate
   lunarfleet smoke --json out.json          a 2-tab, 4096-step real run for CI
   lunarfleet tabs --envs 4 --url 'http://localhost:4200/?wsPort={port}'
                                             only the tabs, for your own trainer script
@@ -29,6 +35,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive whole number, got {text}")
     return value
 
 
@@ -152,7 +165,10 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     train.add_argument("--run-id", help=argparse.SUPPRESS)
     train.add_argument("--attempt", type=int, default=None, help=argparse.SUPPRESS)
     train.add_argument("--hours", type=_positive_float, metavar="H", help="time budget: stop cleanly with a checkpoint after H hours")
-    train.add_argument("--keep-checkpoints", type=int, default=0, metavar="K", help="keep only the K newest periodic checkpoints (default 0: keep all); lunar_rover_ppo_best.zip keeps the best by mean episode reward")
+    train.add_argument("--keep-checkpoints", type=int, default=0, metavar="K", help="keep only the K newest periodic checkpoints (default 0: keep all); lunar_rover_ppo_best.zip keeps the best by task score (with --eval-freq, of the evaluations; else of the last 100 training episodes at each checkpoint), its score in lunar_rover_ppo_best.json")
+    train.add_argument("--eval-freq", type=_non_negative_int, default=0, metavar="STEPS", help="every STEPS total steps, run --eval-episodes deterministic episodes of the current policy on an extra tab of its own (at the current curriculum stage, the same episodes every time), log their task metrics (TensorBoard eval/..., an 'evaluation' event, an [Eval] line) and keep lunar_rover_ppo_best.zip by their task score; e.g. 100000 (default 0: no evaluation, one tab fewer)")
+    train.add_argument("--eval-episodes", type=_positive_int, default=10, metavar="N", help="episodes per evaluation (default 10)")
+    train.add_argument("--eval-max-episode-steps", type=_positive_int, default=None, metavar="M", help="the evaluation episodes' limit, which bounds an evaluation's cost (default: --eval-freq / (10 x --eval-episodes), at most --max-episode-steps, so an evaluation runs at most a tenth of the steps trained between two; e.g. 1,000 for --eval-freq 100000)")
     train.add_argument("--curriculum", nargs="?", const="200000,300000,500000", metavar="S1,S2,S3", help="train through the four reward stages: stage 1 for S1 steps, stage 2 for S2, stage 3 for S3, stage 4 for the rest (default the original app's 200000,300000,500000); a resumed run continues in its stage")
 
 
@@ -169,8 +185,10 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evaluate = sub.add_parser("evaluate", help="score a checkpoint (or random actions) on real tabs: reward and task metrics (orbs, collisions, episode length)", description="Run a trained policy (deterministic actions) or random actions for N episodes on real tabs, without training, and print the mean episode reward beside what the episodes achieved: the share that collected an orb, deposited one (construction zone, berm), collided or ended early, and the mean episode length. A reward that rises only because episodes end early is no learning: compare with --against-random. Episodes cut short by a tab failure are not counted.")
     evaluate.add_argument("model", nargs="?", type=Path, help="checkpoint to score (default: uniformly random actions)")
     evaluate.add_argument("--episodes", type=_positive_int, default=20, metavar="N", help="episodes to score (default 20)")
-    evaluate.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON; the 'evaluation' field holds policy, episodes, mean_reward, std_reward, mean_length, steps; task: episodes, mean_reward, mean_length, the fractions of episodes ended_early, collided, orb_collected, orb_deposited, deposited_construction, deposited_berm, and the means mean_orbs_collected, mean_orbs_deposited; against_random: the same for random actions (with --against-random, else null); reward_gaming: the verdict (gaming, ends_early_and_short, reward_rising) with its figures and message")
-    evaluate.add_argument("--against-random", action="store_true", help="then score random actions on the same tabs for as many episodes, and print both side by side (model vs random); a model that beats random by reward but ends its episodes early in a collision is reward gaming, and is said so")
+    evaluate.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON; the 'evaluation' field holds policy, episodes, mean_reward, std_reward, mean_length, steps; task: episodes, mean_reward, mean_length, the fractions of episodes ended_early, collided, orb_collected, orb_deposited, deposited_construction, deposited_berm, and the means mean_orbs_collected, mean_orbs_deposited; against_random: the same for random actions (with --against-random, else null); reward_gaming: the verdict (gaming, ends_early_and_short, reward_rising) with its figures and message; task_vs_random (with --against-random, embedded simulation): better (stages 1-2: the model collides in fewer episodes and its episodes are longer than random actions'; stages 3-4: it collects an orb in more episodes and deposits at least as many orbs), figures, message; video (with --video): path, frames, seconds, fps, episodes")
+    evaluate.add_argument("--against-random", action="store_true", help="then score random actions on the same tabs for as many episodes, print both side by side (model vs random), and say whether the model does the stage's task better than random actions, by task metrics only (stages 1-2: fewer collisions and longer episodes; stages 3-4: an orb collected in more episodes and at least as many deposits); a model that beats random by reward but ends its episodes early in a collision is reward gaming, and is said so")
+    evaluate.add_argument("--video", type=Path, metavar="OUT.mp4", help="also record the first --video-episodes episodes of tab 1 (embedded simulation only) as a video: the canvas drawn after every step, at 60/timescale frames a second (30 by default), so one simulated second is one second of video; needs imageio-ffmpeg (installed with LunarFleet)")
+    evaluate.add_argument("--video-episodes", type=_positive_int, default=2, metavar="N", help="episodes of tab 1 to record with --video (default 2; tab 1 plays about --episodes / --envs of them, so raise --episodes for more)")
     _add_training_options(evaluate, envs=4, timesteps=1, smoke=True)
     evaluate.set_defaults(chaos=None, keep=True)
 

@@ -19,6 +19,16 @@ DEFAULT_URL = "http://localhost:{app_port}/?wsPort={port}&maxSteps={max_steps}"
 EMBEDDED_EXTRAS = "&seed={seed}&stage={stage}&token={token}"
 CHAOS_OVERTIME_S = 600.0  # --chaos-overtime: how long training may go on past --timesteps for planned faults
 MAX_SIMS_PER_TAB = 64  # the page's limit (webapp/params.js)
+# --eval-freq: an evaluation runs at most this share of the steps trained between two evaluations,
+# by capping its episodes (--eval-max-episode-steps defaults to what keeps it there).
+EVAL_COST_SHARE = 0.1
+EVAL_SEED_OFFSET = 1000  # the evaluation tab's episodes are seeded apart from the training tabs'
+
+
+def eval_episode_cap(eval_freq: int, eval_episodes: int, max_episode_steps: int) -> int:
+    """The default --eval-max-episode-steps: episodes x cap <= EVAL_COST_SHARE x eval_freq, within the
+    training episode limit (so the evaluation's steps are at most a tenth of the training's)."""
+    return max(1, min(max_episode_steps, int(EVAL_COST_SHARE * eval_freq) // eval_episodes))
 
 
 @dataclass
@@ -51,8 +61,12 @@ class RunConfig:
     progress: str = "auto"  # auto, bar, lines
     n_steps: int = 2048
     hours: float | None = None
-    eval_episodes: int = 20
+    eval_episodes: int = 20  # evaluate: episodes to score; train: episodes per evaluation (--eval-episodes)
+    eval_freq: int = 0  # train: evaluate every this many steps on an extra tab (0: never)
+    eval_max_episode_steps: int = 0  # train: the evaluation episodes' limit (0: eval_episode_cap)
     against_random: bool = False  # evaluate: score random actions too, on the same tabs
+    video: Path | None = None  # evaluate: record tab 1's episodes into this file (orchestrator/video.py)
+    video_episodes: int = 2
     recycle_steps: int = 0
     recycle_hours: float = 0.0
     keep_checkpoints: int = 0
@@ -97,6 +111,17 @@ class RunConfig:
             stage=self.stage,
             token=self.token,
         )
+
+    @property
+    def evaluates(self) -> bool:
+        """Training evaluates on an extra tab of its own (--eval-freq)."""
+        return self.command == "train" and self.eval_freq > 0
+
+    def eval_tab_url(self, port: int, app_port: int) -> str:
+        """The evaluation tab's page: one simulation, its own episode limit and seed, never drawn."""
+        template = self.url or DEFAULT_URL + EMBEDDED_EXTRAS
+        return template.format(app_port=app_port, port=port, env_id=self.envs, max_steps=self.eval_max_episode_steps,
+                               seed=self.seed + EVAL_SEED_OFFSET, stage=self.stage, token=self.token)
 
     def allowed_origins(self, page_url: str) -> list[str | None]:
         """Only the app's own origin (plus any the user adds) may open an env socket."""

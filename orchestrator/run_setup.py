@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,7 @@ class RunPieces:
     app: AppServer | None = None
     fleet: Fleet | None = None
     venv: TabVecEnv | None = None
+    eval_venv: TabVecEnv | None = None  # the evaluation tab's (train --eval-freq)
     monitoring: Monitoring | None = None
 
     def finish_monitoring(self, state: str, extra: dict[str, Any] | None = None) -> None:
@@ -82,8 +83,11 @@ class RunPieces:
 
     def close_vec_env(self) -> None:
         venv, self.venv = self.venv, None
-        if venv is not None:
-            venv.close()
+        eval_venv, self.eval_venv = self.eval_venv, None
+        with contextlib.ExitStack() as stack:
+            for v in (eval_venv, venv):
+                if v is not None:
+                    stack.callback(v.close)
 
     def close(self) -> None:
         """Stop what is still open, newest first: the monitor, the vec env (and its workers), the
@@ -125,9 +129,11 @@ def serve_page(run: RunPieces, preferred_port: int, tell: Callable[[str], None] 
 
 
 def tab_urls(run: RunPieces, cfg: RunConfig, ports: list[int]) -> list[str]:
-    """Each tab's page URL; the embedded page is served first, unless the run uses its own (--url)."""
+    """Each tab's page URL (the evaluation tab's last, when there is one); the embedded page is
+    served first, unless the run uses its own (--url)."""
     app_port = serve_page(run, cfg.app_port) if cfg.embedded else cfg.app_port
-    return [cfg.tab_url(i, port, app_port) for i, port in enumerate(ports)]
+    urls = [cfg.tab_url(i, port, app_port) for i, port in enumerate(ports[: cfg.envs])]
+    return urls + [cfg.eval_tab_url(port, app_port) for port in ports[cfg.envs :]]
 
 
 def open_fleet(
@@ -186,6 +192,16 @@ def open_vec_env(run: RunPieces, settings: FleetEnvSettings, events: EventLog) -
     return run.venv
 
 
+def open_eval_env(run: RunPieces, cfg: RunConfig, settings: FleetEnvSettings, port: int) -> TabVecEnv:
+    """The evaluation tab's vec env (--eval-freq): one simulation on its own port, inline, with the
+    evaluation episodes' own limit; it reports to the fleet like the others, so its tab is healed."""
+    page = replace(settings.page, max_episode_steps=cfg.eval_max_episode_steps)
+    eval_settings = replace(settings, ports=[port], page=page, vec_env="inline", sims_per_tab=1)
+    assert run.fleet is not None
+    run.eval_venv = make_vec_env(eval_settings, on_outage=run.fleet.record_outage)
+    return run.eval_venv
+
+
 def connect_tabs(run: RunPieces, cfg: RunConfig) -> None:
     """Open the browser and every tab, and wait until each page is connected to its env."""
     assert run.fleet is not None and run.venv is not None
@@ -200,21 +216,27 @@ def connect_tabs(run: RunPieces, cfg: RunConfig) -> None:
 def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, events: EventLog) -> None:
     """All that `train`, `smoke` and `evaluate` open before the first step, into `run`, until every
     tab is connected."""
-    refusal = memory_refusal(cfg.envs, floor_mb=monitor.memory_floor_mb, vec_env=cfg.vec_env)
+    tabs = cfg.envs + (1 if cfg.evaluates else 0)
+    refusal = memory_refusal(tabs, floor_mb=monitor.memory_floor_mb, vec_env=cfg.vec_env)
     if refusal:
         raise NotEnoughMemory(refusal)  # before opening a single tab
     browser = find_browser(cfg.browser)
-    ports = free_ports(cfg.base_port, cfg.envs, say)
+    ports = free_ports(cfg.base_port, tabs, say)
     urls = tab_urls(run, cfg, ports)
-    say(f"[Setup] Creating {cfg.envs} parallel environments on ports {ports[0]}-{ports[-1]}; page {urls[0]}")
+    train_ports = ports[: cfg.envs]
+    say(f"[Setup] Creating {cfg.envs} parallel environments on ports {train_ports[0]}-{train_ports[-1]}; page {urls[0]}")
     fleet = open_fleet(run, cfg, browser, ports, urls, events)
     if monitor.enabled:
         start_monitoring(run, cfg, monitor, events)
-    settings = fleet_env_settings(cfg, ports, urls, fleet.health_port)
+    settings = fleet_env_settings(cfg, train_ports, urls, fleet.health_port)
     if cfg.sims_per_tab > 1:
         say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {settings.num_envs} environments for PPO "
             f"(rollout {cfg.n_steps} x {settings.num_envs} = {cfg.n_steps * settings.num_envs:,} steps)")
     open_vec_env(run, settings, events)
+    if cfg.evaluates:
+        say(f"[Setup] Evaluation tab: tab {tabs} (port {ports[-1]}), every {cfg.eval_freq:,} steps "
+            f"{cfg.eval_episodes} deterministic episodes of at most {cfg.eval_max_episode_steps:,} steps")
+        open_eval_env(run, cfg, settings, ports[-1])
     connect_tabs(run, cfg)
 
 

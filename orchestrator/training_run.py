@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from browser_pool.faults import parse_spec
 from orchestrator.chaos import ChaosMonkey, describe
-from orchestrator.config import RunConfig
+from orchestrator.config import EVAL_SEED_OFFSET, RunConfig
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
 from orchestrator.monitor import Monitoring
 from orchestrator.monitor_settings import MonitorSettings
 from orchestrator.run_setup import RunPieces, open_run_folder, set_up_training, stop_signals
 from orchestrator.sizing import trainer_threads
+from orchestrator.video import CanvasRecorder
 from training.evaluate import evaluation_report
+from training.periodic_evaluation import EvalPlan
 from training.trainer import PPOSettings, TrainResult, TrainSettings, train
 
 if TYPE_CHECKING:
@@ -84,9 +86,9 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
         try:
             set_up_training(run, cfg, monitor or MonitorSettings(), events)
             summary.startup_s = round(time.monotonic() - began, 3)
-            say(f"[Setup] All {cfg.envs} tabs connected in {summary.startup_s:.1f} s")
+            say(f"[Setup] All {len(run.fleet.ports) if run.fleet else cfg.envs} tabs connected in {summary.startup_s:.1f} s")
             if cfg.command == "evaluate":
-                _evaluate_job(cfg, run.venv, summary)
+                _evaluate_job(cfg, run, summary)
             else:
                 _train_job(cfg, run, events, summary)
         except KeyboardInterrupt:
@@ -134,7 +136,8 @@ def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSum
     say(f"Using {cfg.envs} parallel environments")
     chaos = None
     if cfg.chaos:
-        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime)
+        chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime,
+                            ports=venv.ports)  # the training tabs: the evaluation tab steps only now and then
         settings.train_on = chaos.wants_more_steps
     result = train(
         settings,
@@ -145,6 +148,7 @@ def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSum
         on_steps=_both(chaos.on_steps if chaos else None, monitoring.on_steps if monitoring else None),
         record=_recorder(events, monitoring),
         extra_callbacks=monitoring.callbacks() if monitoring else (),
+        eval_venv=run.eval_venv,
     )
     _note_result(summary, result, chaos, events)
 
@@ -166,6 +170,9 @@ def _train_settings(cfg: RunConfig) -> TrainSettings:
         curriculum=cfg.curriculum,
         torch_threads=trainer_threads(envs=cfg.envs),
         max_episode_steps=cfg.max_episode_steps,
+        stage=cfg.stage,
+        evaluation=EvalPlan(cfg.eval_freq, cfg.eval_episodes, cfg.eval_max_episode_steps, cfg.seed + EVAL_SEED_OFFSET)
+        if cfg.evaluates else None,
     )
 
 
@@ -208,11 +215,23 @@ def _chaos_verdict(chaos: ChaosMonkey, result: TrainResult, summary: RunSummary,
         summary.error = summary.error or f"chaos: {len(report.missing)} of {report.faults_planned} planned faults were not injected and recovered ({missing})"
 
 
-def _evaluate_job(cfg: RunConfig, venv: TabVecEnv, summary: RunSummary) -> None:
+def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
+    assert run.venv is not None and run.fleet is not None
     policy = str(cfg.load) if cfg.load else "random actions"
     say(f"Evaluating {policy} over {cfg.eval_episodes} episodes on {cfg.envs} tabs (stage {cfg.stage})")
-    summary.evaluation = evaluation_report(venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,
-                                           against_random=cfg.against_random, length_limit=cfg.max_episode_steps)
+    recorder = CanvasRecorder(run.fleet, cfg.video, cfg.timescale, cfg.video_episodes, say) if cfg.video else None
+    if recorder is not None:
+        recorder.start()
+    try:
+        summary.evaluation = evaluation_report(run.venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,
+                                               against_random=cfg.against_random, length_limit=cfg.max_episode_steps,
+                                               on_step=recorder.on_step if recorder else None,
+                                               after_policy=recorder.stop if recorder else None,
+                                               stage=cfg.stage if cfg.embedded else None)
+    finally:
+        video = recorder.finish() if recorder is not None else None  # the file is closed whatever happened
+    if video is not None:
+        summary.evaluation["video"] = video
     summary.status, summary.ok = "completed", True
     summary.timesteps, summary.episodes = summary.evaluation["steps"], summary.evaluation["episodes"]
 

@@ -303,7 +303,10 @@ def test_episodes_end_with_terminal_observations_and_seeded_resets_repeat(ports,
 
 
 @pytest.mark.browser
-def test_ppo_learns_on_the_inline_vec_env(ports, no_leftovers) -> None:
+def test_ppo_trains_on_the_inline_vec_env(ports, no_leftovers) -> None:
+    """PPO collects and trains over the inline vec env. It does not assert learning: 512 steps cannot
+    show it, and reward would not (issue 19); learning is judged by task metrics against random
+    actions (`python3 -m nox -s learning-check`)."""
     from stable_baselines3 import PPO
 
     with inline_tabs(ports, 2, 4, max_steps=200) as (venv, _, _):

@@ -21,6 +21,7 @@ from training.task_metrics import (
     EpisodeOutcome,
     TaskSummary,
     TaskTracker,
+    compare_with_random,
     gaming_verdict,
     is_episode_end,
 )
@@ -293,11 +294,18 @@ def test_evaluate_scores_task_metrics_spread_over_the_envs_and_skips_frozen_step
     assert table[0].split() == ["random", "random"] and any(line.startswith("collected an orb") for line in table)
 
 
-def test_evaluate_against_random_calls_a_crashing_model_that_beats_random_reward_gaming(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("model_drives", [False, True], ids=["crashes at once", "drives"])
+def test_evaluate_against_random_warns_about_a_model_that_crashes_at_once_and_not_one_that_drives(
+    monkeypatch: pytest.MonkeyPatch, model_drives: bool
+) -> None:
+    """Both models beat random actions by reward; only the one that drives does the task."""
     import training.evaluate as evaluation
 
     def fake_evaluate(venv: Any, model_path: Path | None, episodes: int, **kwargs: Any) -> evaluation.EvaluationResult:
-        infos = [crash(-65.0)] * episodes if model_path else [drive(-1100.0)] * episodes
+        if model_path is None:  # random actions: long episodes, often an orb, a collision in half of them
+            infos = [drive(-1100.0), sim_info(400, collided=True, reward=-1300.0)] * (episodes // 2)
+        else:
+            infos = [drive(-300.0, orbs=0) if model_drives else crash(-65.0)] * episodes
         outcomes = [EpisodeOutcome.from_info(i) for i in infos]
         summary = TaskSummary.of(outcomes)
         return evaluation.EvaluationResult(str(model_path or "random"), episodes, summary.mean_reward or 0.0, 0.0,
@@ -305,8 +313,31 @@ def test_evaluate_against_random_calls_a_crashing_model_that_beats_random_reward
 
     monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
     said: list[str] = []
-    result = evaluation.evaluation_report(None, Path("m.zip"), 40, against_random=True, length_limit=LIMIT, say=said.append)  # type: ignore[arg-type]
-    assert result["reward_gaming"]["gaming"] is True and result["against_random"]["task"]["orb_collected"] == 1.0
-    assert "above that of random actions on the same tabs, -1,100.0" in result["reward_gaming"]["message"]
+    result = evaluation.evaluation_report(None, Path("m.zip"), 40, against_random=True, length_limit=LIMIT,  # type: ignore[arg-type]
+                                          say=said.append, stage=1)
     assert any(s.split()[1:] == ["model", "random"] for s in said)
-    assert any(s.startswith("[Evaluate] ! reward gaming:") for s in said)
+    assert result["against_random"]["task"]["collided"] == 0.5
+    comparison = result["task_vs_random"]
+    if model_drives:
+        assert result["reward_gaming"]["gaming"] is False and not any(" ! reward gaming" in s for s in said)
+        assert comparison["better"] is True
+        assert comparison["figures"] == ["collided 0% vs 50% (fewer)", "mean length 1,000 vs 700 (longer)"]
+        assert any(s.startswith("[Evaluate] ✓ the model does the stage-1 task better than random actions") for s in said)
+    else:
+        assert result["reward_gaming"]["gaming"] is True
+        assert "above that of random actions on the same tabs, -1,200.0" in result["reward_gaming"]["message"]
+        assert any(s.startswith("[Evaluate] ! reward gaming:") for s in said)
+        assert comparison["better"] is False and comparison["figures"][0] == "collided 100% vs 50% (not fewer)"
+        assert any(s.startswith("[Evaluate] ! the model does not do the stage-1 task better") for s in said)
+
+
+def test_the_task_comparison_with_random_actions_at_the_orb_stages() -> None:
+    random = TaskSummary.of([EpisodeOutcome.from_info(drive(orbs=1)), EpisodeOutcome.from_info(drive(orbs=0))])
+    collects = TaskSummary.of([EpisodeOutcome.from_info(sim_info(300, collided=True, orbs=2, construction=1))] * 2)
+    nothing = TaskSummary.of([EpisodeOutcome.from_info(drive(orbs=0))] * 2)
+    better = compare_with_random(collects, random, 4)
+    assert better.better and better.figures == ("collected an orb 100% vs 50% (more)",
+                                                "mean orbs deposited 1.00 vs 0.00 (at least as many)")
+    assert not compare_with_random(nothing, random, 3).better
+    unknown = TaskSummary.of([EpisodeOutcome.from_info({"episode_length": 10})])
+    assert not compare_with_random(unknown, random, 1).better, "a figure the page does not report fails the check"

@@ -27,7 +27,7 @@ def interrupted_path(models_dir: Path) -> Path:
 
 
 def best_path(models_dir: Path) -> Path:
-    """The best model by mean episode reward; never auto-loaded (training resumes the newest)."""
+    """The best model by task score (training/best_model.py); never auto-loaded (training resumes the newest)."""
     return models_dir / f"{PREFIX}best.zip"
 
 

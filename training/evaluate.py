@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 
 from training.step_round import TAB_WAITING
-from training.task_metrics import EpisodeOutcome, TaskSummary, ended_by_failure, gaming_verdict
+from training.task_metrics import EpisodeOutcome, TaskSummary, compare_with_random, ended_by_failure, gaming_verdict
 
 
 @dataclass
@@ -37,10 +37,28 @@ class EvaluationResult:
         return {k: v for k, v in asdict(self).items() if k != "outcomes"}
 
 
-def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic: bool = True, seed: int = 0) -> EvaluationResult:
-    """`episodes` episodes, spread evenly over the envs as SB3's evaluate_policy does: taking the
-    first ones to end would favour short episodes (crashes), the more so the more envs."""
-    model = PPO.load(model_path, device="cpu") if model_path else None
+class Policy(Protocol):
+    """What `evaluate` needs of a model (SB3's `predict`)."""
+
+    def predict(self, observation: np.ndarray, *, deterministic: bool = ...) -> tuple[np.ndarray, Any]: ...
+
+
+# Called after each vec step with the step's dones and infos (the video recorder follows env 0).
+StepHook = Callable[[np.ndarray, list[dict[str, Any]]], None]
+
+
+def evaluate(
+    venv: VecEnv,
+    policy: Path | Policy | None,
+    episodes: int,
+    deterministic: bool = True,
+    seed: int = 0,
+    on_step: StepHook | None = None,
+) -> EvaluationResult:
+    """`episodes` episodes of a checkpoint, a model, or random actions (None), spread evenly over the
+    envs as SB3's evaluate_policy does: taking the first ones to end would favour short episodes
+    (crashes), the more so the more envs."""
+    model = PPO.load(policy, device="cpu") if isinstance(policy, Path) else policy
     targets = np.array([(episodes + i) // venv.num_envs for i in range(venv.num_envs)])
     counts = np.zeros(venv.num_envs, dtype=int)
     rng = np.random.default_rng(seed)
@@ -56,6 +74,8 @@ def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic
         else:
             actions = rng.uniform(low, high, size=(venv.num_envs, *low.shape)).astype(np.float32)
         obs, rewards, dones, infos = venv.step(actions)
+        if on_step is not None:
+            on_step(dones, infos)
         frozen = np.array([TAB_WAITING in info for info in infos])  # a slow or replaced tab's pause
         returns += rewards
         lengths += ~frozen
@@ -67,7 +87,7 @@ def evaluate(venv: VecEnv, model_path: Path | None, episodes: int, deterministic
             returns[i], lengths[i] = 0.0, 0
     scores = np.array([o.reward for o in outcomes])
     return EvaluationResult(
-        policy=str(model_path) if model_path else "random",
+        policy=str(policy) if isinstance(policy, Path) else "random" if policy is None else "model",
         episodes=len(scores),
         mean_reward=float(scores.mean()),
         std_reward=float(scores.std()),
@@ -87,10 +107,21 @@ def evaluation_report(
     against_random: bool = False,
     length_limit: int | None = None,
     say: Callable[[str], None] = print,
+    on_step: StepHook | None = None,
+    after_policy: Callable[[], None] | None = None,
+    stage: int | None = None,
 ) -> dict[str, Any]:
     """What `lunarfleet evaluate` prints, and writes as the JSON's `evaluation` field: the policy's
-    result, random actions' on the same tabs (`against_random`), and the reward-gaming verdict."""
-    result = evaluate(venv, model_path, episodes, seed=seed)
+    result, random actions' on the same tabs (`against_random`), and the reward-gaming verdict.
+    `on_step` follows the policy's episodes, and `after_policy` is called when they are done (before
+    random actions' episodes: a video of the policy stops there). With `against_random`
+    and the `stage`, it also says whether the model does that stage's task better than random actions
+    (`compare_with_random`: by task metrics, never by reward)."""
+    try:
+        result = evaluate(venv, model_path, episodes, seed=seed, on_step=on_step)
+    finally:
+        if after_policy is not None:
+            after_policy()
     baseline = None
     if against_random and model_path is not None:
         baseline = evaluate(venv, None, episodes, seed=seed)
@@ -106,10 +137,15 @@ def evaluation_report(
                              baseline.mean_reward if baseline else None, baseline="random actions on the same tabs")
     if verdict is not None and verdict.ends_early_and_short:
         say(f"[Evaluate] ! {verdict.sentence()}")
+    comparison = None
+    if baseline is not None and stage is not None:
+        comparison = compare_with_random(TaskSummary.of(result.outcomes), TaskSummary.of(baseline.outcomes), stage)
+        say(f"[Evaluate] {'✓' if comparison.better else '!'} {comparison.sentence()}")
     return {
         **result.to_json(),
         "against_random": baseline.to_json() if baseline else None,
         "reward_gaming": verdict.to_json() if verdict else None,
+        "task_vs_random": comparison.to_json() if comparison else None,
     }
 
 

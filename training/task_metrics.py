@@ -272,3 +272,93 @@ class TaskTracker:
             return None
         self.gaming = verdict.gaming
         return verdict
+
+
+# ---- the task score: which of two policies does the task better (lunar_rover_ppo_best.zip) ----
+# Stages 1-2 (driving, navigation): the task is to drive without colliding.
+DRIVING_STAGES = (1, 2)
+_SCORE_FORMATS = {"no collision": _pct, "mean length": _num, "mean orbs deposited": lambda v: _num(v, 2),
+                  "orb collected": _pct}
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """A policy's task score at one stage: figures compared in order, higher is better.
+
+    Stages 1 and 2 (driving, navigation) ask the rover to drive without colliding: the share of
+    episodes without a collision, then the mean episode length (driving on, not stopping early).
+    Stages 3 and 4 ask for orbs: the mean orbs deposited per episode (construction zone and berm),
+    then the share of episodes that collected an orb, then the share without a collision.
+    Scores of different stages are not compared (`beats` is False): the stages reward different
+    things, so when the curriculum moves on, the first score at the new stage is the best.
+    A figure the page does not report counts as 0; for an app without `collision_occurred`, an
+    episode that ended early counts as a collision.
+    """
+
+    stage: int
+    values: tuple[float, ...]
+    names: tuple[str, ...]
+
+    def beats(self, other: TaskScore | None) -> bool:
+        return other is None or (self.stage == other.stage and self.values > other.values)
+
+    def text(self) -> str:
+        """e.g. "stage 1: no collision 80%, mean length 912"."""
+        shown = [f"{name} {_SCORE_FORMATS[name](v)}" for name, v in zip(self.names, self.values, strict=True)]
+        return f"stage {self.stage}: " + ", ".join(shown)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "values": [round(v, 4) for v in self.values], "names": list(self.names),
+                "text": self.text()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskScore:
+        return cls(int(data["stage"]), tuple(float(v) for v in data["values"]), tuple(str(n) for n in data["names"]))
+
+
+def task_score(summary: TaskSummary, stage: int) -> TaskScore | None:
+    """The one definition of the task score (see `TaskScore`); None without finished episodes."""
+    if not summary.episodes:
+        return None
+    collided = summary.collided if summary.collided is not None else summary.ended_early
+    no_collision = 1.0 - (collided or 0.0)
+    if stage in DRIVING_STAGES:
+        return TaskScore(stage, (no_collision, summary.mean_length or 0.0), ("no collision", "mean length"))
+    return TaskScore(stage, (summary.mean_orbs_deposited or 0.0, summary.orb_collected or 0.0, no_collision),
+                     ("mean orbs deposited", "orb collected", "no collision"))
+
+
+@dataclass(frozen=True)
+class TaskComparison:
+    """Whether a model does its stage's task better than random actions on the same tabs, and why."""
+
+    stage: int
+    better: bool
+    figures: tuple[str, ...]  # e.g. "collided 20% vs 72% (fewer)"
+
+    def sentence(self) -> str:
+        does = "does" if self.better else "does not do"
+        return f"the model {does} the stage-{self.stage} task better than random actions: {'; '.join(self.figures)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "better": self.better, "figures": list(self.figures), "message": self.sentence()}
+
+
+def compare_with_random(model: TaskSummary, random: TaskSummary, stage: int) -> TaskComparison:
+    """The learning check's rule, by task metrics only: at stages 1-2 the model collides in fewer
+    episodes than random actions AND its episodes are longer on average; at stages 3-4 it collects
+    an orb in more episodes AND deposits at least as many orbs per episode. Unknown figures fail."""
+    def row(label: str, mine: float | None, theirs: float | None, higher: bool, show: Any, word: str) -> tuple[bool, str]:
+        ok = mine is not None and theirs is not None and (mine > theirs if higher else mine < theirs)
+        return ok, f"{label} {show(mine)} vs {show(theirs)} ({word if ok else 'not ' + word})"
+
+    if stage in DRIVING_STAGES:
+        rows = [row("collided", model.collided, random.collided, False, _pct, "fewer"),
+                row("mean length", model.mean_length, random.mean_length, True, _num, "longer")]
+    else:
+        deposits = model.mean_orbs_deposited, random.mean_orbs_deposited
+        at_least = deposits[0] is not None and deposits[1] is not None and deposits[0] >= deposits[1]
+        rows = [row("collected an orb", model.orb_collected, random.orb_collected, True, _pct, "more"),
+                (at_least, f"mean orbs deposited {_num(deposits[0], 2)} vs {_num(deposits[1], 2)} "
+                           f"({'at least as many' if at_least else 'fewer'})")]
+    return TaskComparison(stage, all(ok for ok, _ in rows), tuple(text for _, text in rows))

@@ -22,9 +22,11 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
 from training import checkpoint_spaces, checkpoints
-from training.curriculum import CurriculumCallback
+from training.best_model import BestModel
+from training.curriculum import CurriculumCallback, stage_for
+from training.periodic_evaluation import EvalPlan, PeriodicEvaluation
 from training.step_round import TAB_WAITING
-from training.task_metrics import TaskTracker, ended_by_failure
+from training.task_metrics import WINDOW, TaskTracker, ended_by_failure, task_score
 
 Say = Callable[[str], None]
 
@@ -67,6 +69,8 @@ class TrainSettings:
     keep_checkpoints: int = 0  # 0: keep every periodic checkpoint, as the original app does
     max_seconds: float | None = None  # time budget (--hours)
     curriculum: list[int] | None = None  # stage budgets in steps; None: one fixed stage
+    stage: int = 1  # the fixed stage without a curriculum (what the task score ranks by)
+    evaluation: EvalPlan | None = None  # --eval-freq: evaluate on the eval vec env, keep the best by it
     max_episode_steps: int | None = None  # the episode limit, for the reward-gaming rule (training/task_metrics.py)
     # Asked at and past the target: True trains on, a rollout at a time (--chaos: faults still due).
     train_on: Callable[[int], bool] = lambda steps: False
@@ -168,8 +172,10 @@ def train(
     on_steps: Callable[[int], None] = lambda steps: None,
     record: Callable[[dict[str, Any]], None] = lambda fields: None,
     extra_callbacks: Sequence[BaseCallback] = (),
+    eval_venv: VecEnv | None = None,
 ) -> TrainResult:
-    """Learn up to `settings.total_timesteps` steps in total; whatever ends the run, save a checkpoint."""
+    """Learn up to `settings.total_timesteps` steps in total; whatever ends the run, save a checkpoint.
+    With `settings.evaluation`, evaluate on `eval_venv` (its own tab) and keep the best model by it."""
     model, result = _resume(settings, venv, say)
     if result.status == "already_done":
         return result
@@ -179,10 +185,20 @@ def train(
         settings.log_interval_s, settings.total_timesteps, say, _within_budget(settings.max_seconds, began, should_stop),
         not settings.progress_bar, on_steps, record, settings.train_on, max_episode_steps=settings.max_episode_steps,
     )
-    saver = PeriodicCheckpoint(settings.save_freq, _periodic_save(settings.models_dir, save, stats))
+    evaluation = settings.evaluation
+    best = BestModel(settings.models_dir, evaluation.basis if evaluation else TRAINING_BASIS)
+    if best.unknown and evaluation is None:
+        say(f"[Setup] ! {best.describe_unknown()}; the first periodic checkpoint replaces it")
+    # Without evaluation, the periodic checkpoint keeps the best model (by the training episodes).
+    saver = PeriodicCheckpoint(
+        settings.save_freq, _periodic_save(settings.models_dir, save, stats, None if evaluation else best, settings)
+    )
     callbacks: list[BaseCallback] = [stats, saver]
     if settings.curriculum:
         callbacks.append(_curriculum(settings.curriculum, venv, model, say, record))
+    if evaluation is not None:
+        assert eval_venv is not None, "--eval-freq needs the evaluation tab's vec env"
+        callbacks.append(PeriodicEvaluation(eval_venv, evaluation, _stage_at(settings), best, save, say, record))
     callbacks.extend(extra_callbacks)
     try:
         _learn(model, settings, result, callbacks, stats)
@@ -244,15 +260,29 @@ def _within_budget(max_seconds: float | None, began: float, should_stop: Callabl
     return stop_reason
 
 
-def _periodic_save(models_dir: Path, save: Callable[[Path], Path], stats: RunStats) -> Callable[[int], None]:
-    """The periodic checkpoint, and `..._best.zip` when the mean episode reward is the best saved yet."""
+# The basis of the best model without --eval-freq: the task score of the recent training episodes.
+TRAINING_BASIS = f"training: the last {WINDOW} training episodes (stochastic actions)"
+
+
+def _stage_at(settings: TrainSettings) -> Callable[[int], int]:
+    """The stage a model trains in at a step count: the curriculum's, or the fixed --stage."""
+    curriculum = settings.curriculum
+    return (lambda steps: stage_for(steps, curriculum)) if curriculum else (lambda steps: settings.stage)
+
+
+def _periodic_save(
+    models_dir: Path, save: Callable[[Path], Path], stats: RunStats, best: BestModel | None, settings: TrainSettings
+) -> Callable[[int], None]:
+    """The periodic checkpoint; without evaluation (`best` given), also `..._best.zip` when the task
+    score of the last training episodes is the best at this stage (a fallback: these episodes come
+    from the stochastic policy, and the last ones may straddle a stage change)."""
+    stage_at = _stage_at(settings)
 
     def periodic(steps: int) -> None:
         save(checkpoints.steps_path(models_dir, steps))
-        mean = stats.mean_reward()
-        if mean is not None and (stats.best_saved is None or mean > stats.best_saved):
-            stats.best_saved = mean
-            save(checkpoints.best_path(models_dir))
+        score = task_score(stats.task.summary(), stage_at(steps)) if best is not None else None
+        if best is not None and score is not None:
+            best.offer(score, steps, save)
 
     return periodic
 
@@ -321,7 +351,6 @@ class RunStats(BaseCallback):
         self.on_steps, self.train_on = on_steps, train_on
         self.stopped_at_target = False
         self.record = record
-        self.best_saved: float | None = None
         self.interval_s, self.target, self.say = interval_s, target, say
         self.should_stop, self.print_lines = should_stop, print_lines
         self.episodes = 0

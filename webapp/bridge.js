@@ -1,19 +1,26 @@
 // The page's socket bridge: reads the URL, keeps one WebSocket to the Python side alive
 // (reconnecting forever), answers every message synchronously from onmessage (lock-step),
-// shows a status line and exposes window.lunarfleet for the browser pool.
+// shows a status line and exposes window.lunarfleet for the browser pool (and, for videos,
+// frames of the canvas taken after each step: lunarfleet evaluate --video).
 
 import { DEFAULT_PORT, parseParams, socketUrl } from './params.js';
 import { SimSession } from './protocol.js';
-import { shouldDraw, startDrawing } from './draw.js';
+import { drawSim, shouldDraw, startDrawing } from './draw.js';
 
 const RETRY_MIN_MS = 250; // reconnect delay doubles from here ...
 const RETRY_MAX_MS = 1000; // ... up to here, forever
 const STATUS_INTERVAL_MS = 250;
+const MAX_RECORDED_FRAMES = 3000; // frames not taken by then are dropped, oldest first
+const FRAME_REPLIES = new Set(['state', 'state_batch', 'reset_complete', 'reset_batch']);
 
 const params = parseParams(location.search);
 const session = new SimSession(params);
 const link = { port: params.wsPort, socket: null, connected: false, retryMs: RETRY_MIN_MS };
 let pendingStep = null; // realtime=1 only: latest step message, applied on the next frame
+// startRecording(): after every step or reset reply, simulation 0 is drawn and its canvas kept as
+// [JPEG data URL, episode ended]; the Python side takes them with takeFrames(). Only then does
+// drawing sit in the step path.
+const recording = { on: false, frames: [], dropped: 0, quality: 0.9 };
 
 function connect() {
   let socket;
@@ -63,6 +70,20 @@ function onMessage(socket, data) {
   }
   const reply = session.handle(message);
   if (reply !== null && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(reply));
+  if (reply !== null && recording.on) recordFrame(reply);
+}
+
+/** One frame of simulation 0 after `reply` (a step or reset), with whether its episode ended. */
+function recordFrame(reply) {
+  if (!FRAME_REPLIES.has(reply.type)) return;
+  const canvas = document.getElementById('arena');
+  drawSim(canvas.getContext('2d'), session.sims[0]);
+  const ended = reply.type === 'state' ? Boolean(reply.done) : reply.type === 'state_batch' ? Boolean(reply.dones[0]) : false;
+  recording.frames.push([canvas.toDataURL('image/jpeg', recording.quality), ended]);
+  if (recording.frames.length > MAX_RECORDED_FRAMES) {
+    recording.frames.shift();
+    recording.dropped += 1;
+  }
 }
 
 /** realtime=1: apply at most one queued step per animation frame (~60 Hz), like the original. */
@@ -72,6 +93,7 @@ function realtimeFrame() {
     const reply = session.handle(pendingStep);
     pendingStep = null;
     if (reply !== null) socket.send(JSON.stringify(reply));
+    if (reply !== null && recording.on) recordFrame(reply);
   }
   requestAnimationFrame(realtimeFrame);
 }
@@ -97,6 +119,24 @@ window.lunarfleet = {
   },
   get sims() {
     return session.size;
+  },
+  /** Keep a frame of simulation 0 after every step and reset from now on (JPEG, `quality` 0-1). */
+  startRecording(quality = 0.9) {
+    Object.assign(recording, { on: true, frames: [], dropped: 0, quality });
+    return true;
+  },
+  /** The frames kept since the last call, oldest first: [[data URL, episode ended], ...]. */
+  takeFrames() {
+    const frames = recording.frames;
+    recording.frames = [];
+    return frames;
+  },
+  stopRecording() {
+    recording.on = false;
+    return this.takeFrames();
+  },
+  get recording() {
+    return { on: recording.on, waiting: recording.frames.length, dropped: recording.dropped };
   },
   session, // for inspection from devtools
 };
