@@ -341,3 +341,12 @@ def test_the_task_comparison_with_random_actions_at_the_orb_stages() -> None:
     assert not compare_with_random(nothing, random, 3).better
     unknown = TaskSummary.of([EpisodeOutcome.from_info({"episode_length": 10})])
     assert not compare_with_random(unknown, random, 1).better, "a figure the page does not report fails the check"
+
+
+def test_a_random_policy_whose_reward_wobbles_up_a_little_is_no_gaming() -> None:
+    # A young policy crashes in every episode and its mean reward moves by noise alone (seen: -11.9
+    # against -11.9): that is no rise, so no warning yet.
+    verdict = _tracker([crash(-12.0)] * 20, [crash(-11.6)] * 100).verdict()
+    assert verdict is not None and verdict.ends_early_and_short and verdict.reward_rising is False and not verdict.gaming
+    risen = _tracker([crash(-12.0)] * 20, [crash(-10.0)] * 100).verdict()
+    assert risen is not None and risen.gaming

@@ -26,7 +26,8 @@ WINDOW = 100  # recent episodes the metrics and the rule look at (as SB3's ep_re
 MIN_EPISODES = 20  # episodes seen before the rule says anything
 EARLY_END_FRACTION = 0.8  # at least this share of the recent episodes ended early (a collision, or another termination)...
 SHORT_FRACTION_OF_LIMIT = 0.25  # ... after fewer steps on average than this share of --max-episode-steps...
-BASELINE_EPISODES = 20  # ... while the mean reward is above that of the run's first episodes (at most this many)
+BASELINE_EPISODES = 20  # ... while the mean reward is above that of the run's first episodes (at most this many)...
+REWARD_RISE = 0.1  # ... by at least this share of the baseline's size (a random policy's noise is no rise)
 
 
 def ended_by_failure(info: Mapping[str, Any]) -> bool:
@@ -210,7 +211,7 @@ def gaming_verdict(
 
     Gaming: at least EARLY_END_FRACTION of them ended early, their mean length is below
     SHORT_FRACTION_OF_LIMIT of the episode limit, and their mean reward is above `reward_before`
-    (the run's first episodes, or random actions'). Without `reward_before` it only says whether
+    (the run's first episodes, or random actions') by REWARD_RISE of its size. Without `reward_before` it only says whether
     episodes end early and short.
     """
     recent = list(recent)[-WINDOW:]
@@ -220,7 +221,7 @@ def gaming_verdict(
     early, length = summary.ended_early or 0.0, summary.mean_length or 0.0
     short = early >= EARLY_END_FRACTION and length < SHORT_FRACTION_OF_LIMIT * length_limit
     now = summary.mean_reward
-    rising = None if reward_before is None or now is None else now > reward_before
+    rising = None if reward_before is None or now is None else now > reward_before + REWARD_RISE * abs(reward_before)
     return GamingVerdict(
         ends_early_and_short=short, reward_rising=rising, episodes_seen=episodes_seen, window=len(recent),
         ended_early=early, collided=summary.collided, orb_collected=summary.orb_collected,
