@@ -199,7 +199,18 @@ def connect_tabs(run: RunPieces, cfg: RunConfig) -> None:
 
 def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, events: EventLog) -> None:
     """All that `train`, `smoke` and `evaluate` open before the first step, into `run`, until every
-    tab is connected."""
+    tab is connected. (`lunarfleet.make_vec_env` opens the same, without the monitor.)"""
+    settings = open_tab_fleet(run, cfg, monitor, events)
+    if cfg.sims_per_tab > 1:
+        say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {settings.num_envs} environments for PPO "
+            f"(rollout {cfg.n_steps} x {settings.num_envs} = {cfg.n_steps * settings.num_envs:,} steps)")
+    open_vec_env(run, settings, events)
+    connect_tabs(run, cfg)
+
+
+def open_tab_fleet(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, events: EventLog) -> FleetEnvSettings:
+    """The page server, the fleet (its tabs not opened yet) and the monitor, into `run`; the
+    settings of the envs that will serve the tabs' ports. Refused first if memory is short."""
     refusal = memory_refusal(cfg.envs, floor_mb=monitor.memory_floor_mb, vec_env=cfg.vec_env)
     if refusal:
         raise NotEnoughMemory(refusal)  # before opening a single tab
@@ -210,12 +221,7 @@ def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, ev
     fleet = open_fleet(run, cfg, browser, ports, urls, events)
     if monitor.enabled:
         start_monitoring(run, cfg, monitor, events)
-    settings = fleet_env_settings(cfg, ports, urls, fleet.health_port)
-    if cfg.sims_per_tab > 1:
-        say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {settings.num_envs} environments for PPO "
-            f"(rollout {cfg.n_steps} x {settings.num_envs} = {cfg.n_steps * settings.num_envs:,} steps)")
-    open_vec_env(run, settings, events)
-    connect_tabs(run, cfg)
+    return fleet_env_settings(cfg, ports, urls, fleet.health_port)
 
 
 # ---- page options every command shares ---------------------------------------------------------
