@@ -147,6 +147,7 @@ class InlineTransport(Transport):
             )
         finally:
             self._loop.stop()
+            self._health.close()
 
     async def _close_all(self) -> None:
         await self._settle(cancel=True)

@@ -154,3 +154,4 @@ class TabEnv(gym.Env):
             self._loop.run(self._link.close(), timeout=10)
         finally:
             self._loop.stop()
+            self._report.close()
