@@ -217,7 +217,8 @@ def open_tab_fleet(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, eve
     browser = find_browser(cfg.browser)
     ports = free_ports(cfg.base_port, cfg.envs, say)
     urls = tab_urls(run, cfg, ports)
-    say(f"[Setup] Creating {cfg.envs} parallel environments on ports {ports[0]}-{ports[-1]}; page {urls[0]}")
+    where = f"{cfg.envs} parallel environments on ports {ports[0]}-{ports[-1]}" if cfg.envs > 1 else f"1 environment on port {ports[0]}"
+    say(f"[Setup] Creating {where}; page {urls[0]}")
     fleet = open_fleet(run, cfg, browser, ports, urls, events)
     if monitor.enabled:
         start_monitoring(run, cfg, monitor, events)

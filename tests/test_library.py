@@ -4,6 +4,7 @@ through both env checkers."""
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -19,8 +20,11 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import lunarfleet
 from browser_pool import faults
 from tests.conftest import read_events, wait_until
+from tests.fake_page import FakePage, PageThread, free_port
 from tests.test_e2e_user_app import compat_page_served
 from training.step_round import TAB_FAILURE
+from training.tab_link import LinkDeadlines, PageSettings
+from training.vec_env import VEC_ENV_KINDS, FleetEnvSettings, make_vec_env
 
 N_STEPS = 64  # per env and rollout: two rollouts of 2 tabs are 256 steps
 
@@ -48,6 +52,39 @@ def test_the_version_is_the_package_metadatas() -> None:
 
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     assert lunarfleet.__version__ == version("lunarfleet") == pyproject["project"]["version"]
+
+
+@pytest.mark.parametrize("kind", VEC_ENV_KINDS)
+def test_each_vec_env_kind_answers_the_original_apps_env_methods(kind: str) -> None:
+    """connect waits for the tab's page; the other three send it their message (fake pages, no browser)."""
+    ports = [free_port(), free_port()]
+    settings = FleetEnvSettings(ports, PageSettings(), LinkDeadlines(step_s=10.0, connect_s=30.0), vec_env=kind)
+    venv = make_vec_env(settings)
+    pages = [PageThread(FakePage(port)) for port in ports]
+    try:
+        pages[0].start()
+        venv.env_method("connect", indices=[0])
+        asked = time.monotonic()
+        threading.Timer(1.0, pages[1].start, kwargs={"wait_connected": None}).start()  # tab 2 comes later
+        venv.env_method("connect", indices=[1])
+        assert time.monotonic() - asked >= 1.0  # connect waited for the page, which started 1 s later
+        wait_until(pages[1].page.connected.is_set, 10, "page 2 sees its connection")
+        for i in (0, 1):
+            venv.env_method("set_timescale", timescale=3.5, indices=[i])
+            venv.env_method("send_parallel_training_info", 2, i, indices=[i])
+        venv.env_method("send_checkpoint_info", "lunar_rover_ppo_500_steps", 500, indices=[0])
+        for i, page in enumerate(pages):
+            wanted = [{"type": "set_timescale", "timescale": 3.5}, {"type": "parallel_training_info", "env_count": 2, "env_id": i}]
+            if i == 0:
+                wanted.append({"type": "checkpoint_info", "checkpoint_name": "lunar_rover_ppo_500_steps", "checkpoint_steps": 500})
+            wait_until(lambda page=page, wanted=wanted: all(m in page.page.received for m in wanted), 10, f"page {i + 1} got {wanted}")
+        assert not any(m["type"] == "checkpoint_info" for m in pages[1].page.received)  # indices=[0] only
+        with pytest.raises(Exception, match="no attribute 'no_such_method'|no method 'no_such_method'"):
+            venv.env_method("no_such_method")  # a name no tab answers is said, whichever the kind
+    finally:
+        venv.close()
+        for page in pages:
+            page.stop()
 
 
 # ---- PPO on make_vec_env, a tab crash healed as in `lunarfleet train` -------------------------

@@ -205,7 +205,7 @@ class TabLink:
 
     async def _request_reset(self, conn: ServerConnection, greeting: set[str], check_sims: bool = False) -> None:
         """Send `reset_request`; first, to a page that just connected, the settings (once its own
-        first reset, one of `greeting`, came), else the seed of the next episode if one is asked for."""
+        first reset, one of `greeting`, came), else the next episode's seed if one is asked for."""
         if self._fresh:
             # A page resets on its own as it connects (after an optional hello).
             await self._receive(conn, greeting, self.deadlines.step_s)
