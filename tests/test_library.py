@@ -4,6 +4,9 @@ through both env checkers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -19,7 +22,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import lunarfleet
 from browser_pool import faults
-from tests.conftest import read_events, wait_until
+from browser_pool.processes import RECORDS_DIR
+from tests.conftest import REPO, read_events, wait_until
 from tests.fake_page import FakePage, PageThread, free_port
 from tests.test_e2e_user_app import compat_page_served
 from training.step_round import TAB_FAILURE
@@ -141,6 +145,25 @@ def test_ppo_trains_on_make_vec_env_through_a_tab_crash_and_leaves_no_process(tm
     wait_until(all_gone, 10, "every process the vec env started has ended after its with block")
     events = [e["event"] for e in read_events(next(runs.iterdir()))]
     assert "tab_replaced" in events and "env_saw_failure" in events
+
+
+@pytest.mark.browser
+def test_a_vec_env_left_open_is_closed_at_interpreter_exit(tmp_path: Path, ports, no_leftovers) -> None:
+    app, base = ports
+    script = (
+        "import os, lunarfleet\n"
+        f"env = lunarfleet.make_vec_env(1, base_port={base}, app_port={app})\n"
+        "env.reset()\n"
+        "print('pids', os.getpid(), env.fleet.pool.browser_pid, flush=True)\n"  # and exit without close()
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    owner, browser = (int(x) for x in done.stdout.split("pids ", 1)[1].split()[:2])
+    # close() ran: the browser is gone, and its profile folder and record with it (a process that
+    # is killed leaves them to the next run's sweep)
+    assert not psutil.pid_exists(browser) or psutil.Process(browser).status() == psutil.STATUS_ZOMBIE
+    assert not (RECORDS_DIR / f"{owner}.json").exists()
 
 
 # ---- the original app's trainer, its SubprocVecEnv line replaced --------------------------------
