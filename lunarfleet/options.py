@@ -9,6 +9,8 @@ import io
 import re
 from typing import Any
 
+from orchestrator.cli import config_from_args
+from orchestrator.cli_parser import build_parser
 from orchestrator.config import RunConfig
 from orchestrator.monitor_settings import MonitorSettings
 
@@ -20,16 +22,17 @@ ENV_OPTIONS = (
 )
 
 
-def env_options(caller: str, envs: int, url: str | None, sims_per_tab: int, options: dict[str, Any]) -> tuple[RunConfig, MonitorSettings]:
-    """The run configuration of these options; TypeError for an unknown one, ValueError for a bad value."""
-    unknown = sorted(set(options) - set(ENV_OPTIONS))
+def env_options(
+    caller: str, envs: int, url: str | None, sims_per_tab: int, options: dict[str, Any], *,
+    accepted: tuple[str, ...] = ENV_OPTIONS, arguments: str = "n_envs, url, sims_per_tab",
+) -> tuple[RunConfig, MonitorSettings]:
+    """The run configuration of these options (`arguments` are the caller's own, named in the error);
+    TypeError for an unknown one, ValueError for a bad value."""
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise TypeError(f"{caller}: unknown option(s) {', '.join(unknown)}; the options are n_envs, url, sims_per_tab, "
-                        f"{', '.join(ENV_OPTIONS)} (as `lunarfleet train --help` describes them)")
+        raise TypeError(f"{caller}: unknown option(s) {', '.join(unknown)}; the options are {arguments}, "
+                        f"{', '.join(accepted)} (as `lunarfleet train --help` describes them)")
     argv = ["train", "--envs", str(envs), "--sims-per-tab", str(sims_per_tab), *_flags({"url": url, **options})]
-    from orchestrator.cli import config_from_args
-    from orchestrator.cli_parser import build_parser
-
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):

@@ -7,13 +7,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lunarfleet.options import env_options, wants_run_folder
+from lunarfleet.options import ENV_OPTIONS, env_options, wants_run_folder
 from lunarfleet.owned_run import OwnedRun
 from orchestrator.run_setup import open_tab_fleet
 from training.tab_env import TabEnv, action_space, observation_space
 from training.vec_env import tab_env
 
 ENV_ID = "LunarFleet/Rover-v0"
+ROVER_OPTIONS = tuple(name for name in ENV_OPTIONS if name != "vec_env")  # one env: no vec env to choose
 
 
 class RoverEnv(gym.Env):
@@ -31,7 +32,7 @@ class RoverEnv(gym.Env):
             raise ValueError(f"{ENV_ID} draws nothing itself (render_mode={render_mode!r}): "
                              "watch=True shows its tab in a window, record_video=S records it")
         self.observation_space, self.action_space = observation_space(), action_space()
-        cfg, monitor = env_options(ENV_ID, 1, url, 1, options)
+        cfg, monitor = env_options(ENV_ID, 1, url, 1, options, accepted=ROVER_OPTIONS, arguments="url")
         self._run = OwnedRun(cfg, wants_run_folder(options))
         self._tab: TabEnv | None = None
         try:

@@ -37,8 +37,8 @@ N_STEPS = 64  # per env and rollout: two rollouts of 2 tabs are 256 steps
 def test_unknown_options_are_refused_naming_the_valid_ones() -> None:
     with pytest.raises(TypeError, match=r"unknown option\(s\) stagee, timesteps; the options are n_envs, url, sims_per_tab, timescale, .*stage"):
         lunarfleet.make_vec_env(2, stagee=2, timesteps=100)
-    with pytest.raises(TypeError, match="LunarFleet/Rover-v0: unknown option"):
-        gym.make("LunarFleet/Rover-v0", stages=2)
+    with pytest.raises(TypeError, match=r"LunarFleet/Rover-v0: unknown option\(s\) sims_per_tab, stages; the options are url, timescale"):
+        gym.make("LunarFleet/Rover-v0", stages=2, sims_per_tab=4)
 
 
 def test_bad_values_are_refused_in_the_apis_words_before_anything_opens() -> None:
