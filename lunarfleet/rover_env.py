@@ -9,6 +9,7 @@ import numpy as np
 
 from lunarfleet.options import ENV_OPTIONS, env_options, wants_run_folder
 from lunarfleet.owned_run import OwnedRun
+from orchestrator.fleet import Fleet
 from orchestrator.run_setup import open_tab_fleet
 from training.tab_env import TabEnv, action_space, observation_space
 from training.vec_env import tab_env
@@ -46,6 +47,12 @@ class RoverEnv(gym.Env):
         except BaseException:
             self._run.close()
             raise
+
+    @property
+    def fleet(self) -> Fleet:
+        """The tab pool and its health channel (`orchestrator/fleet.py`)."""
+        assert self._run.pieces.fleet is not None, "the env is closed"
+        return self._run.pieces.fleet
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)

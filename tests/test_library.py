@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import psutil
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
@@ -226,9 +227,9 @@ def test_the_original_apps_trainer_runs_on_make_vec_env_and_its_messages_reach_t
 
 # ---- LunarFleet/Rover-v0 -----------------------------------------------------------------------
 @pytest.mark.browser
-def test_the_registered_rover_env_passes_both_env_checkers_and_closes_everything(ports, no_leftovers) -> None:
+def test_the_registered_rover_env_passes_both_env_checkers_heals_a_crash_and_closes_everything(ports, no_leftovers) -> None:
     app, base = ports
-    env = gym.make("LunarFleet/Rover-v0", stage=1, max_episode_steps=200, base_port=base, app_port=app)
+    env = gym.make("LunarFleet/Rover-v0", stage=1, base_port=base, app_port=app)
     try:
         rover = env.unwrapped
         assert isinstance(rover, lunarfleet.RoverEnv)
@@ -245,6 +246,17 @@ def test_the_registered_rover_env_passes_both_env_checkers_and_closes_everything
         assert (first == again).all()
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         assert obs.shape == (30,) and not terminated and not truncated and info["episode_length"] == 1
+
+        # its tab crashes: the episode ends truncated, the pool replaces the tab, reset waits for it
+        stand_still = np.zeros(3, dtype=np.float32)  # no collision can end the episode first
+        rover.fleet.run(faults.inject(rover.fleet.pool, "crash", 0), timeout=30)
+        end = time.monotonic() + 120
+        while TAB_FAILURE not in info and time.monotonic() < end:
+            obs, reward, terminated, truncated, info = env.step(stand_still)
+        assert truncated and not terminated and TAB_FAILURE in info, info
+        env.reset()
+        assert env.step(stand_still)[4]["episode_length"] == 1  # a new episode, on the new page
+        wait_until(rover.fleet.recoveries, 30, "the fleet saw the replaced tab step again")
     finally:
         env.close()
     with pytest.raises(RuntimeError, match="closed"):
