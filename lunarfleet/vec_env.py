@@ -76,7 +76,9 @@ def make_vec_env(n_envs: int = 4, *, url: str | None = None, sims_per_tab: int =
     `sims_per_tab` K > 1 runs K simulations per tab (N x K envs; embedded simulation only).
     Other options take the names of `lunarfleet train`'s flags, e.g. `stage=2`, `timescale=2.0`,
     `max_episode_steps=1000`, `seed=0`, `base_port=8765`, `vec_env="subproc"`, `runs_dir="runs"`
-    (writes events.jsonl and config.json there; default: no files).
+    (writes events.jsonl and config.json there; default: no files). `vec_env="subproc"` runs
+    each env in a worker process, as SB3's `SubprocVecEnv`: guard your script's top level with
+    `if __name__ == "__main__":`, as that needs too (the default, inline, needs no guard).
 
     Close it with `close()` or a `with` block; it is also closed at interpreter exit::
 
