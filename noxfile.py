@@ -70,7 +70,7 @@ def smoke(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "orchestrator", "browser_pool", "training", "tests", "noxfile.py")
+    session.run("ruff", "check", "lunarfleet", "orchestrator", "browser_pool", "training", "tests", "noxfile.py")
 
 
 @nox.session(python=PYTHON, name="learning-check")

@@ -51,6 +51,7 @@ class TabPool:
         self._context: BrowserContext | None = None
         self._browser_pid: int | None = None
         self._driver_pid: int | None = None
+        self._profiles: list[str] = []  # the profile folders of our browsers, deleted at close
         self._trace_lock = asyncio.Lock()
         self._relaunch_lock = asyncio.Lock()
         self._watch_task: asyncio.Task[None] | None = None
@@ -75,8 +76,11 @@ class TabPool:
         self._watch_task = asyncio.create_task(self._watch())
 
     async def _launch(self) -> None:
+        drivers_before = {d.pid for d in processes.playwright_drivers(os.getpid())}
         self._pw = await async_playwright().start()
-        self._driver_pid = (d := processes.playwright_driver(os.getpid())) and d.pid
+        # This process may run other pools (lunarfleet.make_vec_env twice): ours is the new driver.
+        new_drivers = [d.pid for d in processes.playwright_drivers(os.getpid()) if d.pid not in drivers_before]
+        self._driver_pid = new_drivers[0] if new_drivers else None
         opts = self.launch_options
         self._browser = await asyncio.wait_for(
             self._pw.chromium.launch(
@@ -93,6 +97,7 @@ class TabPool:
         self._browser_pid = newest.pid if newest else None
         folder = newest and processes.profile_dir(newest)
         if folder:
+            self._profiles.append(folder)
             processes.record_profile(os.getpid(), folder)
         self._emit("browser_launched", {"pid": self._browser_pid, "version": self._browser.version})
         await self._launch_first()
@@ -120,6 +125,7 @@ class TabPool:
                 newest = max(pids, key=lambda p: p.create_time(), default=None)
                 self._first_browser_pid = newest.pid if newest else None
                 if newest and (folder := processes.profile_dir(newest)):
+                    self._profiles.append(folder)
                     processes.record_profile(os.getpid(), folder)
                 self._emit("watch_window", {"pid": self._first_browser_pid})
         options: dict[str, Any] = {"viewport": {"width": 800, "height": 600}}
@@ -140,7 +146,7 @@ class TabPool:
         for tab in self.tabs:
             tab.state = "closed"
         await self._shutdown_browser()
-        processes.forget_owner(os.getpid())
+        processes.forget_profiles(os.getpid(), self._profiles)
 
     async def _shutdown_browser(self) -> None:
         browser_pid, driver_pid = self._browser_pid, self._driver_pid

@@ -50,13 +50,15 @@ def marked_browsers(owner_pid: int) -> list[psutil.Process]:
     return found
 
 
-def playwright_driver(owner_pid: int) -> psutil.Process | None:
-    """The node driver Playwright started for this Python process."""
+def playwright_drivers(owner_pid: int) -> list[psutil.Process]:
+    """The node drivers Playwright started for this Python process (one per pool it runs)."""
+    drivers = []
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(owner_pid).children():
-            if "run-driver" in " ".join(child.cmdline()):
-                return child
-    return None
+            with contextlib.suppress(psutil.Error):
+                if "run-driver" in " ".join(child.cmdline()):
+                    drivers.append(child)
+    return drivers
 
 
 def profile_dir(browser_proc: psutil.Process) -> str | None:
@@ -87,6 +89,20 @@ def record_profile(owner_pid: int, folder: str) -> None:
     folders = set(json.loads(record.read_text())) if record.exists() else set()
     folders.add(folder)
     record.write_text(json.dumps(sorted(folders)))
+
+
+def forget_profiles(owner_pid: int, folders: list[str]) -> None:
+    """Delete these profile folders of ours and strike them from the record; the other pools
+    of the same process (`lunarfleet.make_vec_env` twice) keep theirs."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    record = RECORDS_DIR / f"{owner_pid}.json"
+    if record.exists():
+        left = set(json.loads(record.read_text())) - set(folders)
+        if left:
+            record.write_text(json.dumps(sorted(left)))
+        else:
+            record.unlink(missing_ok=True)
 
 
 def forget_owner(owner_pid: int) -> None:

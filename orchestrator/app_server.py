@@ -13,7 +13,16 @@ from pathlib import Path
 
 from orchestrator.ports import free_block
 
-WEBAPP_DIR = Path(__file__).resolve().parent.parent / "webapp"
+
+def _webapp_dir() -> Path:
+    """The embedded simulation page: inside the `lunarfleet` package in an installed wheel
+    (pyproject.toml puts it there), else webapp/ beside the packages in a checkout."""
+    packages = Path(__file__).resolve().parent.parent
+    installed, checkout = packages / "lunarfleet" / "webapp", packages / "webapp"
+    return installed if (installed / "index.html").exists() else checkout
+
+
+WEBAPP_DIR = _webapp_dir()
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     if args.envs == "auto":
         _pick_envs(args)
-    cfg = _config(args)
+    cfg = config_from_args(args)
     if args.command in ("train", "smoke", "evaluate"):
         return _train_or_smoke(cfg, args)
     parser.error(f"unknown command {args.command}")
@@ -148,7 +148,8 @@ COMMANDS = {"report": _report, "doctor": _doctor, "status": _status, "bench": _b
 
 
 # ---- train, smoke, evaluate ------------------------------------------------------------
-def _config(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run configuration of train, smoke and evaluate (also of `lunarfleet.make_vec_env`'s options)."""
     cfg = _run_config(args)
     _check_sims(cfg)
     if args.command == "train":

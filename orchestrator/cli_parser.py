@@ -26,6 +26,9 @@ examples:
   lunarfleet tabs --envs 4 --url 'http://localhost:4200/?wsPort={port}'
                                             only the tabs, for your own trainer script
 
+In your own SB3 script: env = lunarfleet.make_vec_env(4) in place of SubprocVecEnv([...]);
+one env: gymnasium.make("LunarFleet/Rover-v0") after import lunarfleet (README: Use it as a library).
+
 Checkpoints go to models/lunar_rover_ppo_<steps>_steps.zip; the newest is loaded
 automatically. Each run writes runs/<run-id>/ (config, events, summary, TensorBoard).
 """

@@ -91,9 +91,15 @@ class Fleet:
                 self._start_future.cancel()
             self._loop.run(self.pool.close(), timeout=60)
         finally:
-            if self._transport is not None:
-                self._loop.loop.call_soon_threadsafe(self._transport.close)
-            self._loop.stop()
+            try:
+                self._loop.run(self._close_channel(), timeout=5)
+            finally:
+                self._loop.stop()
+
+    async def _close_channel(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            await asyncio.sleep(0)  # its socket is released in the callback this lets run
 
     @property
     def health(self) -> dict[int, EnvReport]:

@@ -215,7 +215,24 @@ def connect_tabs(run: RunPieces, cfg: RunConfig) -> None:
 
 def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, events: EventLog) -> None:
     """All that `train`, `smoke` and `evaluate` open before the first step, into `run`, until every
-    tab is connected."""
+    tab is connected. (`lunarfleet.make_vec_env` opens the same, without the monitor.)"""
+    settings = open_tab_fleet(run, cfg, monitor, events)
+    if cfg.sims_per_tab > 1:
+        say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {settings.num_envs} environments for PPO "
+            f"(rollout {cfg.n_steps} x {settings.num_envs} = {cfg.n_steps * settings.num_envs:,} steps)")
+    open_vec_env(run, settings, events)
+    if cfg.evaluates and run.fleet is not None:
+        ports = run.fleet.ports
+        say(f"[Setup] Evaluation tab: tab {len(ports)} (port {ports[-1]}), every {cfg.eval_freq:,} steps "
+            f"{cfg.eval_episodes} deterministic episodes of at most {cfg.eval_max_episode_steps:,} steps")
+        open_eval_env(run, cfg, settings, ports[-1])
+    connect_tabs(run, cfg)
+
+
+def open_tab_fleet(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, events: EventLog) -> FleetEnvSettings:
+    """The page server, the fleet (its tabs not opened yet; with --eval-freq the evaluation tab is the
+    last) and the monitor, into `run`; the settings of the envs that will serve the training tabs'
+    ports. Refused first if memory is short."""
     tabs = cfg.envs + (1 if cfg.evaluates else 0)
     refusal = memory_refusal(tabs, floor_mb=monitor.memory_floor_mb, vec_env=cfg.vec_env)
     if refusal:
@@ -224,20 +241,13 @@ def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, ev
     ports = free_ports(cfg.base_port, tabs, say)
     urls = tab_urls(run, cfg, ports)
     train_ports = ports[: cfg.envs]
-    say(f"[Setup] Creating {cfg.envs} parallel environments on ports {train_ports[0]}-{train_ports[-1]}; page {urls[0]}")
+    where = (f"{cfg.envs} parallel environments on ports {train_ports[0]}-{train_ports[-1]}" if cfg.envs > 1
+             else f"1 environment on port {train_ports[0]}")
+    say(f"[Setup] Creating {where}; page {urls[0]}")
     fleet = open_fleet(run, cfg, browser, ports, urls, events)
     if monitor.enabled:
         start_monitoring(run, cfg, monitor, events)
-    settings = fleet_env_settings(cfg, train_ports, urls, fleet.health_port)
-    if cfg.sims_per_tab > 1:
-        say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {settings.num_envs} environments for PPO "
-            f"(rollout {cfg.n_steps} x {settings.num_envs} = {cfg.n_steps * settings.num_envs:,} steps)")
-    open_vec_env(run, settings, events)
-    if cfg.evaluates:
-        say(f"[Setup] Evaluation tab: tab {tabs} (port {ports[-1]}), every {cfg.eval_freq:,} steps "
-            f"{cfg.eval_episodes} deterministic episodes of at most {cfg.eval_max_episode_steps:,} steps")
-        open_eval_env(run, cfg, settings, ports[-1])
-    connect_tabs(run, cfg)
+    return fleet_env_settings(cfg, train_ports, urls, fleet.health_port)
 
 
 # ---- page options every command shares ---------------------------------------------------------

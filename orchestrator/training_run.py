@@ -28,9 +28,11 @@ from orchestrator.monitor_settings import MonitorSettings
 from orchestrator.run_setup import RunPieces, open_run_folder, set_up_training, stop_signals
 from orchestrator.sizing import trainer_threads
 from orchestrator.video import CanvasRecorder
+from training import checkpoint_spaces
 from training.evaluate import evaluation_report
 from training.periodic_evaluation import EvalPlan
-from training.trainer import PPOSettings, TrainResult, TrainSettings, train
+from training.tab_env import action_space, observation_space
+from training.trainer import CheckpointLoadError, PPOSettings, TrainResult, TrainSettings, train
 
 if TYPE_CHECKING:
     from training.tab_vec_env import TabVecEnv
@@ -84,6 +86,9 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
     run = RunPieces()
     with stop_signals(_interrupt_once):
         try:
+            if refusal := _unfit_checkpoint(cfg):
+                say(f"[Setup] ✗ {refusal}")
+                raise CheckpointLoadError(refusal)  # before a browser starts
             set_up_training(run, cfg, monitor or MonitorSettings(), events)
             summary.startup_s = round(time.monotonic() - began, 3)
             say(f"[Setup] All {len(run.fleet.ports) if run.fleet else cfg.envs} tabs connected in {summary.startup_s:.1f} s")
@@ -103,6 +108,21 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
                 summary.write(cfg.run_dir / "summary.json")
                 events.close()
     return summary
+
+
+def _unfit_checkpoint(cfg: RunConfig) -> str | None:
+    """Why `--load`'s checkpoint, trained with other spaces than the simulation's, is refused, if
+    it is (the trainer says the same of auto-loaded ones, and of anything else that does not load)."""
+    if cfg.command != "train" or cfg.load is None or not cfg.load.exists():
+        return None
+    try:
+        saved = checkpoint_spaces.saved_spaces(cfg.load)
+    except Exception:  # not an SB3 zip: the trainer says why
+        return None
+    mismatch = checkpoint_spaces.compare(*saved, observation_space(), action_space())
+    if mismatch is None or (mismatch.adaptable and cfg.adapt_spaces):
+        return None
+    return mismatch.explain(cfg.load)
 
 
 def _close_run(run: RunPieces, summary: RunSummary, events: EventLog) -> None:

@@ -79,6 +79,7 @@ def test_a_checkpoint_with_the_turn_limited_to_0_1_is_explained_then_adapted_and
     refused = run_cli(args, cwd=tmp_path)
     assert refused.returncode != 0, refused.stdout
     assert "unable to turn right" in refused.stdout and "--adapt-spaces" in refused.stdout
+    assert "[Setup] Browser:" not in refused.stdout, "refused before a browser starts"
     assert not list(models.glob("*.zip")), "nothing trained or saved"
 
     adapted = run_cli([*args, "--adapt-spaces"], cwd=tmp_path)

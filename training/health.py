@@ -54,6 +54,12 @@ class HealthReporter:
                     ports.add(int(message["port"]))
         return ports
 
+    def close(self) -> None:
+        """No more reports (an env that outlives its run in a long process must not keep a socket)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
     def __getstate__(self) -> dict[str, Any]:
         return {"_address": self._address, "_token": self._token}
 

@@ -38,7 +38,7 @@ from training.step_round import (
     Stepped,
 )
 from training.tab_env import STEP_REPORT_INTERVAL_S, action_space, observation_space
-from training.tab_link import LinkDeadlines, PageSettings, TabFailure, TabLink
+from training.tab_link import ENV_METHODS, LinkDeadlines, PageSettings, TabFailure, TabLink
 from training.tab_vec_env import Report, TabVecEnv, Transport
 
 CLOSE_TIMEOUT_S = 15.0
@@ -120,16 +120,13 @@ class InlineTransport(Transport):
         raise AttributeError(f"InlineVecEnv envs have no settable attribute {attr_name!r}")
 
     def env_method(self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], envs: list[int]) -> list[Any]:
-        # Per tab: every simulation of a tab shares its checkpoint and stage (replacement pages get them).
+        # Per tab: every simulation of a tab shares its page and settings (replacement pages get them).
+        if method_name not in ENV_METHODS:
+            raise AttributeError(f"InlineVecEnv envs have no method {method_name!r}; they answer {', '.join(ENV_METHODS)}")
         tabs = sorted({i // self.sims for i in envs})
-        if method_name == "set_checkpoint_info":
-            name, steps = _args(args, kwargs, ("name", "steps"))
-            self._loop.run(_all([self.links[j].send_checkpoint_info(name, steps) for j in tabs]), timeout=5)
-        elif method_name == "set_stage":
-            (stage,) = _args(args, kwargs, ("stage",))
-            self._loop.run(_all([self.links[j].send_stage(stage) for j in tabs]), timeout=5)
-        else:
-            raise AttributeError(f"InlineVecEnv envs have no method {method_name!r}")
+        calls = [getattr(self.links[j], ENV_METHODS[method_name])(*args, **kwargs) for j in tabs]
+        # `connect` waits as long as the links' connect deadline; the others only send a message.
+        self._loop.run(_all(calls), timeout=None if method_name == "connect" else 5)
         return [None for _ in envs]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], envs: list[int]) -> list[bool]:
@@ -150,6 +147,7 @@ class InlineTransport(Transport):
             )
         finally:
             self._loop.stop()
+            self._health.close()
 
     async def _close_all(self) -> None:
         await self._settle(cancel=True)
@@ -315,8 +313,3 @@ async def _all(coros: list[Coroutine[Any, Any, Any]], return_exceptions: bool = 
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def _args(args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, ...]) -> list[Any]:
-    values = list(args) + [kwargs[n] for n in names[len(args) :]]
-    return values[: len(names)]

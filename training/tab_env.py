@@ -129,12 +129,24 @@ class TabEnv(gym.Env):
             self._report("steps", {"port": self.port, "steps": self._steps})
             self._last_report = now
 
-    def set_checkpoint_info(self, name: str, steps: int) -> None:
+    # ---- what `env_method` reaches (training/tab_link.py ENV_METHODS) --------------------
+    def connect(self) -> None:
+        """Return once the tab's page is connected (the original app's trainer calls it first)."""
+        self._loop.run(self._link.wait_connected())
+
+    def set_timescale(self, timescale: float) -> None:
+        self._loop.run(self._link.send_timescale(timescale), timeout=5)
+
+    def send_parallel_training_info(self, num_envs: int, env_id: int) -> None:
+        self._loop.run(self._link.send_parallel_training_info(num_envs, env_id), timeout=5)
+
+    def send_checkpoint_info(self, name: str, steps: int) -> None:
         self._loop.run(self._link.send_checkpoint_info(name, steps), timeout=5)
+
+    set_checkpoint_info = send_checkpoint_info  # LunarFleet's trainer's name for it
 
     def set_stage(self, stage: int) -> None:
         """Reward stage of the embedded sim, from the next episode on (and for replacement tabs)."""
-        self.settings.stage = stage
         self._loop.run(self._link.send_stage(stage), timeout=5)
 
     def close(self) -> None:
@@ -142,3 +154,4 @@ class TabEnv(gym.Env):
             self._loop.run(self._link.close(), timeout=10)
         finally:
             self._loop.stop()
+            self._report.close()

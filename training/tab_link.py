@@ -32,6 +32,17 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 # about 1 s later: a drop this soon after a restart_request is that, not a fault of the tab.
 WATCHDOG_WINDOW_S = 10.0
 EventCallback = Callable[[str, dict[str, Any]], None]
+# The methods a vec env's `env_method` reaches on every tab, and the `TabLink` coroutine that
+# answers each. The first four are the calls of the original app's trainer after it created
+# its envs; the checkpoint and stage ones are LunarFleet's own trainer's.
+ENV_METHODS = {
+    "connect": "wait_connected",
+    "set_timescale": "send_timescale",
+    "send_parallel_training_info": "send_parallel_training_info",
+    "send_checkpoint_info": "send_checkpoint_info",
+    "set_checkpoint_info": "send_checkpoint_info",
+    "set_stage": "send_stage",
+}
 
 
 class TabFailure(Exception):
@@ -194,7 +205,7 @@ class TabLink:
 
     async def _request_reset(self, conn: ServerConnection, greeting: set[str], check_sims: bool = False) -> None:
         """Send `reset_request`; first, to a page that just connected, the settings (once its own
-        first reset, one of `greeting`, came), else the seed of the next episode if one is asked for."""
+        first reset, one of `greeting`, came), else the next episode's seed if one is asked for."""
         if self._fresh:
             # A page resets on its own as it connects (after an optional hello).
             await self._receive(conn, greeting, self.deadlines.step_s)
@@ -231,17 +242,33 @@ class TabLink:
         assert message.observation is not None
         return message.observation, message.reward, message.done, message.info
 
+    # ---- settings sent on request (env_method); kept for replacement pages too ----------
+    async def wait_connected(self) -> None:
+        """Return once a page is connected (the original app's `connect`); TabLost past the deadline."""
+        await self._connected_page()
+
+    async def send_timescale(self, timescale: float) -> None:
+        self.settings.timescale = float(timescale)
+        await self._send_now(encode("set_timescale", timescale=self.settings.timescale))
+
+    async def send_parallel_training_info(self, num_envs: int, env_id: int) -> None:
+        self.settings.env_count, self.settings.env_id = int(num_envs), int(env_id)
+        await self._send_now(encode("parallel_training_info", env_count=self.settings.env_count, env_id=self.settings.env_id))
+
     async def send_checkpoint_info(self, name: str, steps: int) -> None:
         self.settings.checkpoint_name, self.settings.checkpoint_steps = name, steps
-        if self._conn is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._conn.send(encode("checkpoint_info", checkpoint_name=name, checkpoint_steps=steps))
+        await self._send_now(encode("checkpoint_info", checkpoint_name=name, checkpoint_steps=steps))
 
     async def send_stage(self, stage: int) -> None:
         self.settings.stage = stage
-        if self._conn is not None and self._hello is not None:
+        if self._hello is not None:  # a LunarFleet extension: only to a page that announced it
+            await self._send_now(encode("set_stage", stage=stage))
+
+    async def _send_now(self, text: str) -> None:
+        """To the page connected now, if any; a page that connects later gets it with its settings."""
+        if self._conn is not None:
             with contextlib.suppress(ConnectionClosed):
-                await self._conn.send(encode("set_stage", stage=stage))
+                await self._conn.send(text)
 
     # ---- batched stepping: all K simulations of a page at once --------------------------
     @property

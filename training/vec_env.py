@@ -19,6 +19,7 @@ from training.tab_link import LinkDeadlines, PageSettings
 if TYPE_CHECKING:  # the vec envs import SB3 and torch: not for `lunarfleet --help`
     import gymnasium as gym
 
+    from training.tab_env import TabEnv
     from training.tab_vec_env import TabVecEnv
 
 VEC_ENV_KINDS = ("inline", "subproc")
@@ -45,15 +46,20 @@ class FleetEnvSettings:
         return len(self.ports) * self.sims_per_tab
 
 
-
-
 def make_tab_env(port: int, env_id: int, settings: FleetEnvSettings) -> gym.Env:
+    """The env of one tab in a subproc worker, with SB3's Monitor (its `episode` info)."""
     from stable_baselines3.common.monitor import Monitor
 
+    # override_existing=False: no monitor files here; Monitor only adds info["episode"].
+    return Monitor(tab_env(port, env_id, settings))
+
+
+def tab_env(port: int, env_id: int, settings: FleetEnvSettings) -> TabEnv:
+    """One tab's `TabEnv`, reporting to the fleet's health channel."""
     from training.tab_env import TabEnv
 
     page = replace(settings.page, env_id=env_id, env_count=len(settings.ports))
-    env = TabEnv(
+    return TabEnv(
         port,
         page,
         settings.deadlines,
@@ -62,8 +68,6 @@ def make_tab_env(port: int, env_id: int, settings: FleetEnvSettings) -> gym.Env:
         origins=settings.origins,
         run_token=settings.run_token,
     )
-    # override_existing=False: no monitor files here; Monitor only adds info["episode"].
-    return Monitor(env)
 
 
 def make_vec_env(
