@@ -113,6 +113,7 @@ export class RoverSim {
       prevOrbDistance: 0,
       wasInConstruction: false,
       enterRewarded: false, // "enter construction zone holding orbs" is paid once per load
+      loadReward: 0, // reward the current load has earned so far (grab, trip shaping, entry)
       orbsCollected: 0,
       depositedConstruction: 0,
       depositedBerm: 0,
@@ -167,6 +168,7 @@ export class RoverSim {
     st.prevSpeedCmd = 0;
     st.prevTurnCmd = 0;
     st.enterRewarded = false;
+    st.loadReward = 0;
     st.orbsCollected = 0;
     st.depositedConstruction = 0;
     st.depositedBerm = 0;
@@ -268,7 +270,9 @@ export class RoverSim {
 
     const distance = Math.hypot(r.x - CONSTRUCTION_CENTRE_X, r.y - CONSTRUCTION_CENTRE_Y);
     if (w.progressScale !== 0 && (st.heldCount > 0 || !w.progressOnlyWhenHolding)) {
-      reward += w.progressScale * (st.prevDistance - distance);
+      const progress = w.progressScale * (st.prevDistance - distance);
+      reward += progress;
+      if (st.heldCount > 0) st.loadReward += progress;
     }
     st.prevDistance = distance;
     // Toward the nearest orb while empty; only while it stays the same orb, so a grab (the
@@ -281,6 +285,7 @@ export class RoverSim {
     if (nowInConstruction && !st.wasInConstruction && st.heldCount > 0 && !st.enterRewarded) {
       st.enterRewarded = true;
       reward += w.enterConstructionHolding;
+      st.loadReward += w.enterConstructionHolding;
     }
     st.wasInConstruction = nowInConstruction;
 
@@ -381,6 +386,7 @@ export class RoverSim {
     }
     st.heldCount = n;
     if (n > 0) st.enterRewarded = false;
+    st.loadReward = reward;
     return reward;
   }
 
@@ -405,6 +411,8 @@ export class RoverSim {
     }
     st.heldCount = 0;
     st.enterRewarded = false;
+    const earned = st.loadReward;
+    st.loadReward = 0;
     if (berm) {
       st.depositedBerm += n;
       return n * w.depositBerm;
@@ -413,7 +421,9 @@ export class RoverSim {
       st.depositedConstruction += n;
       return n * w.depositConstruction;
     }
-    return dropOutsidePenalty(w, n, ORB_COUNT);
+    // A load dropped outside gives back all it earned (grab, trip shaping, zone entry), so no
+    // part of a delivery pays unless the delivery is made: dig noise cannot farm it.
+    return dropOutsidePenalty(w, n, ORB_COUNT) - earned;
   }
 
   /** The 30-float observation of docs/wire-protocol.md, each value finite in [-1, 1]. */

@@ -20,7 +20,7 @@ const STAGE_TABLE = {
     enterConstructionHolding: 0, // once per load
     depositConstruction: 0, // per orb
     depositBerm: 0, // per orb
-    dropOutsideMin: 0, // one orb dropped outside the construction zone
+    dropOutsideMin: 0, // one orb dropped outside the construction zone (beside giving back what the load earned)
     dropOutsideMax: 0, // all orbs dropped outside at once
   },
   2: {
@@ -50,18 +50,18 @@ const STAGE_TABLE = {
     collision: -10,
     leaveStart: 0.3,
     idle: -0.01,
-    backward: -0.02,
+    backward: -0.04,
     forward: 0.005,
     smoothThrottle: 0.003,
     smoothSteering: 0.003,
-    oscillation: -0.01,
-    progressScale: 1,
+    oscillation: -0.005,
+    progressScale: 2,
     // Orbs lie in the excavation strip: pulling an empty rover toward the construction zone
     // would fight the grab reward, so this stage shapes only the trip with a load, and the
     // trip to an orb without one.
     progressOnlyWhenHolding: true,
     orbProgressScale: 0.5,
-    grab: 0.1, // below the cost of dropping outside: random grab-and-drop must not pay
+    grab: 0.5, // given back, with the trip shaping, if the load is dropped outside
     enterConstructionHolding: 2,
     depositConstruction: 4,
     depositBerm: 5,
