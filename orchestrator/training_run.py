@@ -242,6 +242,7 @@ def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
     recorder = CanvasRecorder(run.fleet, cfg.video, cfg.timescale, cfg.video_episodes, say) if cfg.video else None
     if recorder is not None:
         recorder.start()
+    began = time.monotonic()
     try:
         summary.evaluation = evaluation_report(run.venv, cfg.load, cfg.eval_episodes, seed=cfg.seed, say=say,
                                                against_random=cfg.against_random, length_limit=cfg.max_episode_steps,
@@ -254,6 +255,7 @@ def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
         summary.evaluation["video"] = video
     summary.status, summary.ok = "completed", True
     summary.timesteps, summary.episodes = summary.evaluation["steps"], summary.evaluation["episodes"]
+    summary.fps = round(summary.timesteps / max(time.monotonic() - began, 1e-9), 1)  # the [Done] line's speed
 
 
 def _fill(summary: RunSummary, result: TrainResult) -> None:
