@@ -18,7 +18,8 @@ from browser_pool.pool import TabPool
 TAB_FAULTS = ("crash", "hang", "disconnect", "garbage")
 FLEET_FAULTS = ("browser", "driver")
 TRAINER_FAULTS = ("trainer",)  # injected by the orchestrator into its own process, not here
-KINDS = TAB_FAULTS + FLEET_FAULTS + TRAINER_FAULTS
+HOST_FAULTS = ("host",)  # a Ray host actor killed (--ray), by the orchestrator (orchestrator/ray_fleet.py)
+KINDS = TAB_FAULTS + FLEET_FAULTS + TRAINER_FAULTS + HOST_FAULTS
 
 RENDERER_WAIT_S = 10.0  # a crash waits this long for a just-opened page's renderer to be known
 # The endless loop starts after evaluate returns, so the injecting call itself does not hang.

@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in COMMANDS:
         return COMMANDS[args.command](args)
+    if getattr(args, "ray", None) is not None:
+        code = _check_ray(args)
+        if code:
+            return code
     if args.envs == "auto":
         _pick_envs(args)
     cfg = _config(args)
@@ -39,6 +43,21 @@ def main(argv: list[str] | None = None) -> int:
         return _train_or_smoke(cfg, args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _check_ray(args: argparse.Namespace) -> int:
+    """`--ray`: Ray must be importable (exit code 2 with one line saying what to install)."""
+    from orchestrator.ray_fleet import RayMissing, require_ray
+
+    try:
+        require_ray()
+    except RayMissing as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.envs == "auto":
+        print("lunarfleet: --envs auto sizes this machine only; with --ray give the tabs per host (--envs N)", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _supervising(args: argparse.Namespace) -> bool:
@@ -199,10 +218,16 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         init_script=args.init_script,
         watch=args.watch,
         record_video=args.record_video,
+        ray=args.ray,
+        hosts=args.hosts,
     )
 
 
 def _check_sims(cfg: RunConfig) -> None:
+    if cfg.hosts is not None and cfg.ray is None:
+        raise SystemExit("lunarfleet: --hosts needs --ray (the hosts are Ray actors, one per machine)")
+    if cfg.ray is not None and cfg.vec_env != "inline":
+        raise SystemExit("lunarfleet: --ray drives each host's tabs inline; --vec-env subproc does not apply")
     if cfg.sims_per_tab > MAX_SIMS_PER_TAB:
         raise SystemExit(f"lunarfleet: --sims-per-tab is at most {MAX_SIMS_PER_TAB} (the page's limit)")
     if cfg.sims_per_tab > 1 and cfg.vec_env != "inline":
@@ -249,6 +274,8 @@ def _chaos_config(cfg: RunConfig, args: argparse.Namespace) -> None:
     needs_hooks = [k for k in ("hang", "disconnect", "garbage") if kinds.get(k)]
     if needs_hooks and cfg.url is not None:
         raise SystemExit(f"lunarfleet: --chaos {','.join(needs_hooks)} needs the embedded page's hooks; with --url only crash, browser and driver work")
+    if kinds.get("host") and cfg.ray is None:
+        raise SystemExit("lunarfleet: --chaos host kills a Ray host actor; it needs --ray (e.g. --ray local --hosts 2)")
     if kinds.get("trainer") and cfg.command != "train":
         raise SystemExit("lunarfleet: --chaos trainer needs 'lunarfleet train', whose supervisor restarts the trainer")
 

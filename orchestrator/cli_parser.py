@@ -95,8 +95,13 @@ def _add_tab_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record-video", nargs="?", type=_positive_float, const=60.0, default=0.0, metavar="S", help="record tab 1's page for S seconds (default 60) as .webm into the run folder's videos/; tab 1 then reloads unrecorded, losing that episode")
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", metavar="ADDRESS", help="put the tabs on the machines of a Ray cluster, one host (browser, tabs, page server) per machine that offers the lunarfleet_host resource; --envs is then tabs per host. 'local' starts a Ray cluster on this machine with --hosts hosts, 'auto' joins the cluster this machine is part of (ray start), HOST:PORT joins that one. A host that dies is restarted by Ray and its tabs rejoin; the others train on meanwhile. Needs pip install \"lunarfleet[ray]\" (README: More than one machine)")
+    p.add_argument("--hosts", type=_positive_int, metavar="N", help="with --ray: the number of hosts (default: every machine offering lunarfleet_host; with --ray local, 2)")
+
+
 def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: int, smoke: bool) -> None:
-    p.add_argument("--envs", type=_envs, default=envs, metavar="N", help=f"number of parallel tabs/environments, or 'auto' to pick N from the cores and free memory and say why (default {envs})")
+    p.add_argument("--envs", type=_envs, default=envs, metavar="N", help=f"number of parallel tabs/environments (with --ray: tabs per host), or 'auto' to pick N from the cores and free memory and say why (default {envs})")
     p.add_argument("--timesteps", type=_positive_int, default=timesteps, metavar="T", help=f"train until the model has T steps in total; a resumed model continues its count (default {timesteps:,})")
     p.add_argument("--timescale", type=_positive_float, default=2.0, metavar="X", help="simulated time per step = X/60 s (default 2.0, as the original app)")
     p.add_argument("--max-episode-steps", type=_positive_int, default=1000 if smoke else 10_000, metavar="M", help=f"maximum episode length (default {1000 if smoke else 10_000:,})")
@@ -116,6 +121,7 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     p.add_argument("--monitor-interval", type=_positive_float, default=5.0, metavar="S", help="sample CPU and memory of the machine, trainer, env workers, browser and each tab every S seconds, into runs/<id>/resources.jsonl, status.json and TensorBoard (resources/); on a terminal a per-tab table is shown (default 5)")
     p.add_argument("--no-monitor", action="store_true", help="no resource sampler, status file or live table")
     p.add_argument("--tab-memory-limit-mb", type=_non_negative_float, default=0.0, metavar="MB", help="replace a tab whose renderer uses more than MB megabytes (PSS) at its next episode boundary (default 0: no limit)")
+    _add_ray_options(p)
     p.add_argument("--memory-floor-mb", type=_non_negative_float, default=1000.0, metavar="MB", help="keep this much memory free: refuse to start more tabs than fit above it, and warn when a run drops below it (default 1000; 0 turns the check off)")
     _add_page_options(p)
 

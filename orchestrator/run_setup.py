@@ -124,10 +124,14 @@ def serve_page(run: RunPieces, preferred_port: int, tell: Callable[[str], None] 
     return run.app.port
 
 
-def tab_urls(run: RunPieces, cfg: RunConfig, ports: list[int]) -> list[str]:
-    """Each tab's page URL; the embedded page is served first, unless the run uses its own (--url)."""
-    app_port = serve_page(run, cfg.app_port) if cfg.embedded else cfg.app_port
-    return [cfg.tab_url(i, port, app_port) for i, port in enumerate(ports)]
+def tab_urls(run: RunPieces, cfg: RunConfig, ports: list[int], first_env: int = 0, app_port: int | None = None) -> list[str]:
+    """Each tab's page URL; the embedded page is served first (on `app_port`, default --app-port),
+    unless the run uses its own (--url). `first_env`: the env number of the first tab (a Ray host's
+    tabs follow those of the hosts before it)."""
+    app_port = app_port or cfg.app_port
+    if cfg.embedded:
+        app_port = serve_page(run, app_port)
+    return [cfg.tab_url(first_env + i, port, app_port) for i, port in enumerate(ports)]
 
 
 def open_fleet(
@@ -199,7 +203,15 @@ def connect_tabs(run: RunPieces, cfg: RunConfig) -> None:
 
 def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, events: EventLog) -> None:
     """All that `train`, `smoke` and `evaluate` open before the first step, into `run`, until every
-    tab is connected."""
+    tab is connected. With `--ray`, the tabs are on the hosts of a Ray cluster (`ray_fleet.py`)."""
+    if cfg.ray is not None:
+        from orchestrator.ray_fleet import set_up_on_ray  # Ray is imported only when a run asks for it
+
+        if monitor.enabled:
+            say("[Setup] --ray: the resource monitor and status.json watch one machine's processes, so they are "
+                "off; the hosts' events are in the run's events.jsonl")
+        set_up_on_ray(run, cfg, events)
+        return
     refusal = memory_refusal(cfg.envs, floor_mb=monitor.memory_floor_mb, vec_env=cfg.vec_env)
     if refusal:
         raise NotEnoughMemory(refusal)  # before opening a single tab

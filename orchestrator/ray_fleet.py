@@ -1,0 +1,255 @@
+"""`--ray ADDRESS`: a run's tabs on the machines of a Ray cluster, one host actor each.
+
+`HostFleet` is the driver's side of those hosts, standing where a local run's `Fleet` stands:
+it starts or joins Ray, places one host actor (`orchestrator/ray_host.py`) per machine that
+offers the `lunarfleet_host` resource (with `--ray local`, `--hosts` of them on this machine),
+waits until each has its tabs connected, and then keeps the run's view of every tab from what
+the Ray transport (`training/ray_transport.py`) reports: steps, failures, recoveries, and the
+hosts' own pool events, written to this run's event log with the host named. Chaos faults go
+to the host that holds the tab; `host` kills a host actor so that Ray restarts it.
+
+Ray is imported only here and only with `--ray`; without the `ray` extra, `require_ray` says
+what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from browser_pool.tab_record import EnvReport
+from orchestrator.config import RunConfig
+from orchestrator.events import EventLog, say
+from orchestrator.fleet import outage_summary
+
+if TYPE_CHECKING:
+    from orchestrator.chaos import Fault
+
+HOST_RESOURCE = "lunarfleet_host"  # one unit per machine that may hold tabs (`ray start --resources`)
+START_HOSTS_S = 180.0  # on top of --connect-timeout: a host opens its browser and tabs first
+INJECT_TIMEOUT_S = 20.0
+MISSING = 'lunarfleet: --ray needs Ray, which is not installed here: pip install "lunarfleet[ray]"'
+
+
+class RayMissing(RuntimeError):
+    pass
+
+
+class HostSetupError(RuntimeError):
+    pass
+
+
+def require_ray() -> None:
+    """Raise `RayMissing` (one line that says what to install) when Ray cannot be imported."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise RayMissing(MISSING) from None
+
+
+def start_ray(address: str, hosts: int | None) -> tuple[int, float]:
+    """Start (`local`) or join (`auto`, HOST:PORT) Ray; the number of hosts and the seconds it took."""
+    import ray
+
+    began = time.monotonic()
+    if address == "local":
+        hosts = hosts or 2
+        # num_cpus=0 hosts: Ray's CPUs are left for its own workers; each host takes one unit.
+        ray.init(include_dashboard=False, resources={HOST_RESOURCE: hosts}, num_cpus=os.cpu_count() or 2,
+                 configure_logging=False)
+        return hosts, time.monotonic() - began
+    ray.init(address=address, configure_logging=False)
+    offered = int(ray.cluster_resources().get(HOST_RESOURCE, 0))
+    if offered == 0 or (hosts or 0) > offered:
+        ray.shutdown()
+        want = f"--hosts {hosts} needs {hosts}" if hosts else "a run needs at least one"
+        raise HostSetupError(
+            f"{want} machine(s) offering the {HOST_RESOURCE} resource; this cluster offers {offered}. On each machine "
+            f"that should hold tabs run: ray start --address=HEAD:PORT --resources='{{\"{HOST_RESOURCE}\": 1}}'"
+        )
+    return hosts or offered, time.monotonic() - began
+
+
+class HostFleet:
+    """The hosts of a run, seen from the driver (module docstring)."""
+
+    def __init__(self, cfg: RunConfig, events: EventLog, hosts: int) -> None:
+        self.events = events
+        self.tabs_per_host = cfg.envs
+        self.hosts = hosts
+        self.actors: list[Any] = []
+        self.outages: list[dict[str, Any]] = []
+        self.host_tabs = [list(range(h * cfg.envs, (h + 1) * cfg.envs)) for h in range(hosts)]
+        self.host_restarts = [0] * hosts
+        self.ports: list[int] = []  # each tab's label: its port when its host first started
+        self.machines: list[str] = []
+        self.health: dict[int, EnvReport] = {}
+        self._tab_restarts: list[int] = [0] * (hosts * cfg.envs)
+        self._steps = [0] * (hosts * cfg.envs)
+        self._steps_at_failure: dict[int, list[int]] = {}  # host -> every host's steps when it failed
+        self.venv: Any = None  # the RayVecEnv, once made
+        self.ray_startup_s = 0.0
+
+    # ---- life ----------------------------------------------------------------------------
+    def start(self, cfg: RunConfig) -> float:
+        """Place one host actor per machine and wait until each has its tabs connected."""
+        import ray
+
+        from orchestrator.ray_host import host_actor_class
+
+        began = time.monotonic()
+        host_cls = host_actor_class()
+        environ = {k: v for k, v in os.environ.items() if k.startswith("LUNARFLEET_")}
+        self.actors = [
+            host_cls.options(resources={HOST_RESOURCE: 1}).remote(cfg, h, cfg.envs, self.hosts, environ)
+            for h in range(self.hosts)
+        ]
+        calls = [a.describe.remote() for a in self.actors]
+        limit = cfg.connect_timeout + START_HOSTS_S
+        for h, call in enumerate(calls):
+            try:
+                info = ray.get(call, timeout=max(limit - (time.monotonic() - began), 1.0))
+            except ray.exceptions.GetTimeoutError:
+                raise HostSetupError(f"host {h + 1} did not have its tabs connected within {limit:.0f} s (is a "
+                                     f"machine offering {HOST_RESOURCE} missing, or Chromium slow there?)") from None
+            except ray.exceptions.RayError as exc:
+                raise HostSetupError(f"host {h + 1} could not start: {_first_line(exc)}") from None
+            self.ports += info["ports"]
+            self.machines.append(info["machine"])
+            say(f"[Setup] Host {h + 1} on {info['machine']} (pid {info['pid']}): {cfg.envs} tabs connected on its "
+                f"ports {info['ports'][0]}-{info['ports'][-1]}")
+        if len(set(self.ports)) != len(self.ports):
+            self.ports = list(range(len(self.ports)))  # two machines chose the same ports: name tabs by number
+        self.health = {p: EnvReport(connected=True, ever_connected=True, stepping_at=time.time()) for p in self.ports}
+        return time.monotonic() - began
+
+    def stop(self) -> None:
+        """End the host actors still there (the vec env closes them first) and leave Ray."""
+        import ray
+
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already gone
+                pass
+        ray.shutdown()
+
+    @property
+    def fatal(self) -> str | None:
+        """A host's pool gave up (its circuit breaker): the trainer stops, as for a local pool."""
+        return self.venv.ray_transport.fatal if self.venv is not None else None
+
+    # ---- what the Ray transport reports ----------------------------------------------------
+    def __call__(self, kind: str, fields: dict[str, Any]) -> None:
+        now = time.time()
+        if kind == "host_event":
+            self._host_event(fields["host"], fields["kind"], dict(fields["fields"]))
+        elif kind == "steps":
+            self._steps = list(fields["steps"])
+            for port, steps in zip(self.ports, self._steps, strict=True):
+                self.health[port].steps = steps
+        elif kind == "failed":
+            h = self.health[self.ports[fields["tab"]]]
+            h.connected, h.failures = False, h.failures + 1
+            if h.failed_at is None:
+                h.failed_at, h.failed_cause = now, str(fields.get("cause"))
+        elif kind == "stepping":
+            h = self.health[self.ports[fields["tab"]]]
+            h.connected, h.stepping_at = True, now
+            if h.failed_at is not None:
+                h.recoveries.append(now - h.failed_at)
+                h.failed_at = None
+        elif kind == "host_failed":
+            host = fields["host"]
+            self._steps_at_failure[host] = self.host_steps()
+            self.events("host_failed", {**fields, "machine": self.machines[host], "tabs": self.host_tabs[host]})
+        elif kind == "host_back":
+            self._host_back(fields["host"], fields["seconds"])
+        elif kind == "host_still_out":
+            host = fields["host"]
+            self.events("warning", {"host": host, "message": (
+                f"host {host + 1} ({self.machines[host]}) has been out for {fields['seconds']:.0f} s; its tabs "
+                f"{', '.join(str(j + 1) for j in self.host_tabs[host])} get frozen steps until Ray starts it again "
+                f"(on a machine offering {HOST_RESOURCE}); the other hosts train on")})
+
+    def _host_event(self, host: int, kind: str, fields: dict[str, Any]) -> None:
+        """A host's own pool event, in this run's log: the host named, its tabs numbered as the run's."""
+        fields["host"] = host
+        if isinstance(fields.get("tab"), int):
+            fields["tab"] += host * self.tabs_per_host
+            if kind == "tab_replaced":
+                self._tab_restarts[fields["tab"]] += 1
+        self.events(kind, fields)
+
+    def _host_back(self, host: int, seconds: float) -> None:
+        self.host_restarts[host] += 1
+        before, now = self._steps_at_failure.pop(host, None), self.host_steps()
+        during = {str(h + 1): now[h] - before[h] for h in range(self.hosts) if h != host} if before else {}
+        self.events("host_back", {"host": host, "machine": self.machines[host], "seconds": seconds,
+                                  "other_hosts_steps_during": during})
+
+    # ---- what the run and the chaos driver ask ------------------------------------------------
+    def host_steps(self) -> list[int]:
+        return [sum(self._steps[j] for j in tabs) for tabs in self.host_tabs]
+
+    def note_fault(self, port: int, cause: str) -> None:
+        h = self.health[port]
+        h.failed_at, h.failed_cause = time.time(), cause
+
+    def record_outage(self, kind: str, message: dict[str, Any]) -> None:
+        """The vec env's view of a tab's outage as it ended (as `Fleet.record_outage`)."""
+        tab = self.ports.index(int(message["port"]))
+        keys = ("cause", "seconds", "frozen_steps", "others_longest_wait_s", "until_run_end")
+        fields = {"tab": tab, "host": tab // self.tabs_per_host, "port": message["port"],
+                  **{k: message[k] for k in keys if k in message}}
+        self.outages.append(fields)
+        self.events("tab_outage", fields, echo=False)
+
+    def outage_summary(self) -> dict[str, Any]:
+        return outage_summary(self.outages)
+
+    def recoveries(self) -> list[float]:
+        return [s for h in self.health.values() for s in h.recoveries]
+
+    def tab_restarts(self) -> int:
+        return sum(self._tab_restarts)
+
+    def inject(self, fault: Fault) -> None:
+        """A chaos fault: `host` kills the host's actor (Ray restarts it); others go to the host's pool."""
+        import ray
+
+        if fault.kind == "host":
+            assert fault.host is not None
+            ray.kill(self.actors[fault.host], no_restart=False)
+            return
+        host, tab = (fault.host, 0) if fault.host is not None else divmod(fault.tab, self.tabs_per_host)
+        ray.get(self.actors[host].inject.remote(fault.kind, tab), timeout=INJECT_TIMEOUT_S)
+
+    def summary(self) -> dict[str, Any]:
+        """The verdict's host fields."""
+        return {"hosts": self.hosts, "host_restarts": sum(self.host_restarts),
+                "host_steps": self.host_steps(), "host_machines": list(self.machines)}
+
+
+def set_up_on_ray(run: Any, cfg: RunConfig, events: EventLog) -> None:
+    """`set_up_training` for `--ray`: Ray, the hosts with their tabs connected, and the vec env."""
+    from training.ray_transport import RayVecEnv
+
+    assert cfg.ray is not None
+    hosts, ray_s = start_ray(cfg.ray, cfg.hosts)
+    where = "a local Ray cluster started" if cfg.ray == "local" else f"joined the Ray cluster at {cfg.ray}"
+    say(f"[Setup] Ray: {where} in {ray_s:.1f} s; {hosts} hosts x {cfg.envs} tabs")
+    fleet = run.fleet = HostFleet(cfg, events, hosts)
+    fleet.ray_startup_s = ray_s
+    fleet.start(cfg)
+    run.venv = fleet.venv = RayVecEnv(
+        fleet.actors, cfg.envs, fleet.ports, sims=cfg.sims_per_tab, report=fleet,
+        straggler_s=cfg.straggler_grace, on_outage=fleet.record_outage,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    # A constructor's error: Ray's last line is the exception itself.
+    return lines[-1].strip()[:300] if lines else type(exc).__name__
