@@ -14,6 +14,7 @@ what to install.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -129,10 +130,8 @@ class HostFleet:
         import ray
 
         for actor in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor, no_restart=True)
-            except Exception:  # already gone
-                pass
         ray.shutdown()
 
     @property
@@ -161,11 +160,11 @@ class HostFleet:
                 h.recoveries.append(now - h.failed_at)
                 h.failed_at = None
         elif kind == "host_failed":
-            host = fields["host"]
-            self._steps_at_failure[host] = self.host_steps()
-            self.events("host_failed", {**fields, "machine": self.machines[host], "tabs": self.host_tabs[host]})
+            host = fields.pop("host")
+            self._steps_at_failure[host] = fields.pop("host_steps")
+            self.events("host_failed", {"host": host, **fields, "machine": self.machines[host], "tabs": self.host_tabs[host]})
         elif kind == "host_back":
-            self._host_back(fields["host"], fields["seconds"])
+            self._host_back(fields["host"], fields["seconds"], fields["host_steps"])
         elif kind == "host_still_out":
             host = fields["host"]
             self.events("warning", {"host": host, "message": (
@@ -182,15 +181,18 @@ class HostFleet:
                 self._tab_restarts[fields["tab"]] += 1
         self.events(kind, fields)
 
-    def _host_back(self, host: int, seconds: float) -> None:
+    def _host_back(self, host: int, seconds: float, now: list[int]) -> None:
+        """Its return, with the steps the other hosts' tabs made meanwhile (they train on)."""
         self.host_restarts[host] += 1
-        before, now = self._steps_at_failure.pop(host, None), self.host_steps()
+        before = self._steps_at_failure.pop(host, None)
         during = {str(h + 1): now[h] - before[h] for h in range(self.hosts) if h != host} if before else {}
         self.events("host_back", {"host": host, "machine": self.machines[host], "seconds": seconds,
                                   "other_hosts_steps_during": during})
 
     # ---- what the run and the chaos driver ask ------------------------------------------------
     def host_steps(self) -> list[int]:
+        if self.venv is not None:
+            return self.venv.ray_transport.host_steps()
         return [sum(self._steps[j] for j in tabs) for tabs in self.host_tabs]
 
     def note_fault(self, port: int, cause: str) -> None:

@@ -26,9 +26,9 @@ import numpy as np
 from browser_pool import faults
 from orchestrator.config import RunConfig
 from orchestrator.events import say
-from orchestrator.run_setup import RunPieces, fleet_env_settings, find_browser, free_ports, open_fleet, tab_urls
+from orchestrator.run_setup import RunPieces, find_browser, fleet_env_settings, free_ports, open_fleet, tab_urls
+from training.host_reply import HostReply
 from training.inline_vec_env import InlineTransport, inline_transport
-from training.ray_transport import HostReply
 from training.step_round import Answer, Back, Failed, Stepped
 
 # The calls that may run while a step is in flight (fault injection, a checkpoint's name): Ray
@@ -170,14 +170,16 @@ class TabHost:
         fleet.note_fault(fleet.ports[tab], kind)
         fleet.run(faults.inject(fleet.pool, kind, tab), timeout=INJECT_TIMEOUT_S)
 
-    def close(self) -> None:
-        """Close the tabs' sockets, the browser and the page server (also after a failed start)."""
+    def close(self) -> list[tuple[str, dict[str, Any]]]:
+        """Close the tabs' sockets, the browser and the page server (also after a failed start);
+        the events no reply has carried yet."""
         transport, self.transport = self.transport, None
         try:
             if transport is not None:
                 transport.close()
         finally:
             self.run.close()
+        return self.events.take()
 
 
 def host_actor_class() -> Any:

@@ -20,6 +20,7 @@ Ray itself is imported only when this module is (`--ray`); the handles are any o
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,9 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError
 from stable_baselines3.common.monitor import Monitor
 
+from training.host_reply import HostReply
 from training.outages import STRAGGLER_S
-from training.step_round import TAB_FAILURE, TAB_FAILURE_DETAIL, Answer, Back, Failed, Stepped
+from training.step_round import TAB_FAILURE, TAB_FAILURE_DETAIL, Answer, Failed, Stepped
 from training.tab_env import STEP_REPORT_INTERVAL_S, action_space, observation_space
 from training.tab_vec_env import Report, TabVecEnv, Transport
 
@@ -42,18 +44,6 @@ IDLE_WAIT_S = 0.25  # with every tab out or idle, a host holds an empty call thi
 STILL_OUT_EVERY_S = 60.0  # a host out this long is said again, and again after as long
 CLOSE_TIMEOUT_S = 30.0
 RESET_TIMEOUT_S = 300.0  # a reset waits for pages that may still be reloading
-
-
-@dataclass
-class HostReply:
-    """A host's answer to one call: its tabs' answers (by its own tab numbers), what its pool
-    said meanwhile, and each of its tabs' step counts."""
-
-    answers: list[tuple[int, Answer]] = field(default_factory=list)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    restarts: list[int] = field(default_factory=list)
-    fatal: str | None = None  # the host's pool gave up (its circuit breaker)
 
 
 @dataclass
@@ -152,10 +142,8 @@ class RayTransport(Transport):
             raise AttributeError(f"Ray vec env envs have no method {method_name!r}")
         self._sticky[method_name] = (args, kwargs)
         calls = [host.handle.env_method.remote(method_name, args, kwargs) for host in self.hosts if host.out_since is None]
-        try:
+        with contextlib.suppress(RayError, GetTimeoutError):  # a host that failed meanwhile gets it when it rejoins
             ray.get(calls, timeout=10)
-        except (RayError, GetTimeoutError):
-            pass  # a host that failed meanwhile gets it when it rejoins
         return [None for _ in envs]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], envs: list[int]) -> list[bool]:
@@ -165,16 +153,16 @@ class RayTransport(Transport):
         """Each host closes its tabs, browser and page server; then its actor goes for good."""
         calls = {h: host.handle.close.remote() for h, host in enumerate(self.hosts)}
         end = time.monotonic() + CLOSE_TIMEOUT_S
-        for call in calls.values():
+        for h, call in calls.items():
             try:
-                ray.get(call, timeout=max(end - time.monotonic(), 0.1))
+                events = ray.get(call, timeout=max(end - time.monotonic(), 0.1))
             except (RayError, GetTimeoutError):
-                pass  # a dead host has nothing open; a wedged one goes with its actor
+                continue  # a dead host has nothing open; a wedged one goes with its actor
+            for kind, fields in events or []:
+                self._report("host_event", {"host": h, "kind": kind, "fields": fields})
         for host in self.hosts:
-            try:
+            with contextlib.suppress(Exception):  # an actor already gone
                 ray.kill(host.handle, no_restart=True)
-            except Exception:  # a fake handle in tests, or an actor already gone
-                pass
 
     # ---- hosts ---------------------------------------------------------------------------
     def _take(self, ref: Any) -> list[tuple[int, Answer]]:
@@ -207,7 +195,7 @@ class RayTransport(Transport):
             return []  # still out: its tabs failed already
         host.out_since = host.said_out_at = now
         detail = _short(exc)
-        self._report("host_failed", {"host": h, "cause": type(exc).__name__, "detail": detail})
+        self._report("host_failed", {"host": h, "cause": type(exc).__name__, "detail": detail, "host_steps": self.host_steps()})
         failed = Failed(HOST_FAILURE, {TAB_FAILURE: HOST_FAILURE, TAB_FAILURE_DETAIL: f"host {h + 1}: {detail}"})
         answers: list[tuple[int, Answer]] = [(j, failed) for j in host.tabs]
         for j, answer in answers:
@@ -218,7 +206,7 @@ class RayTransport(Transport):
         assert host.out_since is not None
         seconds = time.monotonic() - host.out_since
         host.out_since, host.restarts = None, host.restarts + 1
-        self._report("host_back", {"host": h, "seconds": round(seconds, 3)})
+        self._report("host_back", {"host": h, "seconds": round(seconds, 3), "host_steps": self.host_steps()})
         for name, (args, kwargs) in self._sticky.items():
             host.handle.env_method.remote(name, args, kwargs)  # the restarted pages' stage and checkpoint name
 
@@ -249,10 +237,8 @@ class RayTransport(Transport):
     def _settle(self) -> None:
         """Wait for the calls in flight and drop their answers (a reset starts everything anew)."""
         for ref in list(self._owner):
-            try:
+            with contextlib.suppress(RayError, GetTimeoutError):
                 ray.get(ref, timeout=RESET_TIMEOUT_S)
-            except (RayError, GetTimeoutError):
-                pass
         self._owner.clear()
         for host in self.hosts:
             host.calls = []
