@@ -120,6 +120,11 @@ def _bench(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(settings, key, value)
     settings.ppo = not args.no_ppo
+    settings.ray = None if args.ray == "none" else args.ray
+    if 4 % args.hosts:
+        print("lunarfleet: bench --hosts shares 4 tabs among the hosts: 1, 2 or 4", file=sys.stderr)
+        return 2
+    settings.ray_hosts, settings.ray_tabs_per_host = args.hosts, 4 // args.hosts
     settings.base_port, settings.app_port, settings.browser, settings.json_path = args.base_port, args.app_port, args.browser, args.json
     return run_bench(settings)
 

@@ -216,7 +216,7 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="measure throughput: collection steps/s per vec env kind, PPO fps, start-up, memory", description="Measure in one run: (a) collection steps/s of a random policy for 1, 2, 4, 8 tabs, per vec env kind and with several simulations per tab; (b) the same through an in-process null env (the ceiling); (c) PPO training fps with tabs vs the null env at identical settings; (d) seconds from launch to 8 tabs connected; (e) PSS memory per tab; (f) the page in real-time (60 Hz) mode next to lock-step. Prints a table; compare ratios within one run on a shared machine.")
+    bench = sub.add_parser("bench", help="measure throughput: collection steps/s per vec env kind, PPO fps, start-up, memory", description="Measure in one run: (a) collection steps/s of a random policy for 1, 2, 4, 8 tabs, per vec env kind and with several simulations per tab; (b) the same through an in-process null env (the ceiling); (c) PPO training fps with tabs vs the null env at identical settings; (d) seconds from launch to 8 tabs connected; (e) PSS memory per tab; (f) the page in real-time (60 Hz) mode next to lock-step; (g) 4 tabs through Ray hosts (--ray local --hosts 2) against inline, and Ray's start-up. Prints a table; compare ratios within one run on a shared machine.")
     bench.add_argument("--quick", action="store_true", help="short windows and one simulations-per-tab value (under 3 minutes on 2 cores)")
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results: rows (mode, tabs, sims_per_tab, envs, steps_per_s, ratio_to_ceiling, CPU per 1000 steps) and startup_s_8_tabs, pss_mb_per_tab, ppo_fps_tabs, ppo_fps_null, targets, ...")
     bench.add_argument("--tabs", type=_int_list, metavar="N,N", help="tab counts of the collection rows (default 1,2,4,8)")
@@ -227,6 +227,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bench.add_argument("--ppo-rollouts", type=_positive_int, metavar="R", help="PPO rollouts (each followed by training) per measurement (default 3; --quick 2)")
     bench.add_argument("--no-ppo", action="store_true", help="skip (c), the PPO measurement")
     bench.add_argument("--realtime-tabs", type=_int_list, metavar="N,N", help="tab counts of the real-time rows, 0 to skip (default 1; with more, tabs share one headless window and the hidden ones get no animation frames)")
+    bench.add_argument("--ray", metavar="ADDRESS", default="local", help="(g) measure 4 tabs through Ray hosts on this Ray cluster: 'local' (default) starts one here, 'auto' or HOST:PORT joins one; 'none' skips the row. Needs pip install \"lunarfleet[ray]\" (skipped, and said, without it)")
+    bench.add_argument("--hosts", type=_positive_int, default=2, metavar="N", help="(g) Ray hosts, the 4 tabs shared among them (default 2: 2 tabs each)")
     bench.add_argument("--base-port", type=_positive_int, default=8765, help="first WebSocket port (default 8765; the next free block if taken)")
     bench.add_argument("--app-port", type=_positive_int, default=4200, help="port that serves the embedded simulation (default 4200; a free one if taken)")
     bench.add_argument("--browser", metavar="PATH", help="Chromium executable (default as for train)")
