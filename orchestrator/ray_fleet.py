@@ -19,7 +19,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from browser_pool.tab_record import EnvReport
+from browser_pool.tab_record import EnvReport, TabRecord
 from orchestrator.config import RunConfig
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import outage_summary
@@ -56,9 +56,10 @@ def start_ray(address: str, hosts: int | None) -> tuple[int, float]:
     began = time.monotonic()
     if address == "local":
         hosts = hosts or 2
-        # num_cpus=0 hosts: Ray's CPUs are left for its own workers; each host takes one unit.
-        ray.init(include_dashboard=False, resources={HOST_RESOURCE: hosts}, num_cpus=os.cpu_count() or 2,
-                 configure_logging=False)
+        # address="local": a new cluster even where `ray start` runs one (plain ray.init() would join it).
+        # Hosts take no CPU, one unit of HOST_RESOURCE each.
+        ray.init(address="local", include_dashboard=False, resources={HOST_RESOURCE: hosts},
+                 num_cpus=os.cpu_count() or 2, configure_logging=False)
         return hosts, time.monotonic() - began
     ray.init(address=address, configure_logging=False)
     offered = int(ray.cluster_resources().get(HOST_RESOURCE, 0))
@@ -85,9 +86,7 @@ class HostFleet:
         self.host_restarts = [0] * hosts
         self.ports: list[int] = []  # each tab's label: its port when its host first started
         self.machines: list[str] = []
-        self.health: dict[int, EnvReport] = {}
-        self._tab_restarts: list[int] = [0] * (hosts * cfg.envs)
-        self._steps = [0] * (hosts * cfg.envs)
+        self.tabs: list[TabRecord] = []  # one record per tab, as a pool keeps them (the monitor reads them)
         self._steps_at_failure: dict[int, list[int]] = {}  # host -> every host's steps when it failed
         self.venv: Any = None  # the RayVecEnv, once made
         self.ray_startup_s = 0.0
@@ -122,8 +121,29 @@ class HostFleet:
                 f"ports {info['ports'][0]}-{info['ports'][-1]}")
         if len(set(self.ports)) != len(self.ports):
             self.ports = list(range(len(self.ports)))  # two machines chose the same ports: name tabs by number
-        self.health = {p: EnvReport(connected=True, ever_connected=True, stepping_at=time.time()) for p in self.ports}
+        now = time.time()
+        self.tabs = [
+            TabRecord(j, "", port, state="connected", opened_at=now, host=j // self.tabs_per_host,
+                      env=EnvReport(connected=True, ever_connected=True, stepping_at=now))
+            for j, port in enumerate(self.ports)
+        ]
         return time.monotonic() - began
+
+    @property
+    def health(self) -> dict[int, EnvReport]:
+        """What the trainer's side saw of each tab, by port (as `Fleet.health`)."""
+        return {t.port: t.env for t in self.tabs if t.env is not None}
+
+    @property
+    def pool(self) -> HostFleet:
+        """The monitor reads a pool's `tabs`, `browser_pid` and `driver_pid` (`tab_table.pool_sources`):
+        the tabs are this fleet's records; the browsers are on the hosts' machines."""
+        return self
+
+    browser_pid = driver_pid = None
+
+    def request_recycle(self, index: int, reason: str) -> None:
+        """The memory guard's ask; it never comes with --ray (no renderer of a host is sampled here)."""
 
     def stop(self) -> None:
         """End the host actors still there (the vec env closes them first) and leave Ray."""
@@ -145,16 +165,15 @@ class HostFleet:
         if kind == "host_event":
             self._host_event(fields["host"], fields["kind"], dict(fields["fields"]))
         elif kind == "steps":
-            self._steps = list(fields["steps"])
-            for port, steps in zip(self.ports, self._steps, strict=True):
-                self.health[port].steps = steps
+            for tab, steps in zip(self.tabs, fields["steps"], strict=True):
+                self._env(tab.index).steps, self._env(tab.index).steps_at = steps, now
         elif kind == "failed":
-            h = self.health[self.ports[fields["tab"]]]
+            h = self._env(fields["tab"])
             h.connected, h.failures = False, h.failures + 1
             if h.failed_at is None:
                 h.failed_at, h.failed_cause = now, str(fields.get("cause"))
         elif kind == "stepping":
-            h = self.health[self.ports[fields["tab"]]]
+            h = self._env(fields["tab"])
             h.connected, h.stepping_at = True, now
             if h.failed_at is not None:
                 h.recoveries.append(now - h.failed_at)
@@ -178,7 +197,7 @@ class HostFleet:
         if isinstance(fields.get("tab"), int):
             fields["tab"] += host * self.tabs_per_host
             if kind == "tab_replaced":
-                self._tab_restarts[fields["tab"]] += 1
+                self.tabs[fields["tab"]].restarts += 1
         self.events(kind, fields)
 
     def _host_back(self, host: int, seconds: float, now: list[int]) -> None:
@@ -190,10 +209,15 @@ class HostFleet:
                                   "other_hosts_steps_during": during})
 
     # ---- what the run and the chaos driver ask ------------------------------------------------
+    def _env(self, tab: int) -> EnvReport:
+        env = self.tabs[tab].env
+        assert env is not None, "every tab record of a HostFleet has an EnvReport"
+        return env
+
     def host_steps(self) -> list[int]:
         if self.venv is not None:
             return self.venv.ray_transport.host_steps()
-        return [sum(self._steps[j] for j in tabs) for tabs in self.host_tabs]
+        return [0] * self.hosts
 
     def note_fault(self, port: int, cause: str) -> None:
         h = self.health[port]
@@ -215,7 +239,7 @@ class HostFleet:
         return [s for h in self.health.values() for s in h.recoveries]
 
     def tab_restarts(self) -> int:
-        return sum(self._tab_restarts)
+        return sum(t.restarts for t in self.tabs)
 
     def inject(self, fault: Fault) -> None:
         """A chaos fault: `host` kills the host's actor (Ray restarts it); others go to the host's pool."""
@@ -230,8 +254,9 @@ class HostFleet:
 
     def summary(self) -> dict[str, Any]:
         """The verdict's host fields."""
-        return {"hosts": self.hosts, "host_restarts": sum(self.host_restarts),
-                "host_steps": self.host_steps(), "host_machines": list(self.machines)}
+        out = self.venv.ray_transport.hosts_out() if self.venv is not None else []
+        return {"hosts": self.hosts, "host_restarts": sum(self.host_restarts), "host_steps": self.host_steps(),
+                "host_machines": list(self.machines), "hosts_out_at_end": [h + 1 for h in out]}
 
 
 def set_up_on_ray(run: Any, cfg: RunConfig, events: EventLog) -> None:

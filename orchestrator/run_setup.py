@@ -149,11 +149,12 @@ def open_fleet(
     return run.fleet
 
 
-def start_monitoring(run: RunPieces, cfg: RunConfig, settings: MonitorSettings, events: EventLog) -> Monitoring:
-    """The resource sampler, live view and status.json of the run (`orchestrator/monitor.py`)."""
+def start_monitoring(run: RunPieces, cfg: RunConfig, settings: MonitorSettings, events: EventLog, **info: Any) -> Monitoring:
+    """The resource sampler, live view and status.json of the run (`orchestrator/monitor.py`);
+    `info` goes into status.json too."""
     assert run.fleet is not None
     run_info = {"run_id": cfg.run_id, "run_dir": str(cfg.run_dir), "command": cfg.command, "envs": cfg.envs,
-                "vec_env": cfg.vec_env, "target_timesteps": cfg.timesteps}
+                "vec_env": cfg.vec_env, "target_timesteps": cfg.timesteps, **info}
     run.monitoring = Monitoring(settings, run.fleet, lambda: run.venv, cfg.run_dir, run_info, cfg.progress, events, say)
     run.monitoring.start()
     return run.monitoring
@@ -207,10 +208,9 @@ def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, ev
     if cfg.ray is not None:
         from orchestrator.ray_fleet import set_up_on_ray  # Ray is imported only when a run asks for it
 
-        if monitor.enabled:
-            say("[Setup] --ray: the resource monitor and status.json watch one machine's processes, so they are "
-                "off; the hosts' events are in the run's events.jsonl")
         set_up_on_ray(run, cfg, events)
+        if monitor.enabled:  # status.json: the tabs by host (their processes are on other machines: no CPU/memory)
+            start_monitoring(run, cfg, monitor, events, ray=cfg.ray, machines=run.fleet.machines).running()
         return
     refusal = memory_refusal(cfg.envs, floor_mb=monitor.memory_floor_mb, vec_env=cfg.vec_env)
     if refusal:

@@ -71,6 +71,7 @@ class RunSummary:
     host_restarts: int = 0
     host_steps: list[int] = field(default_factory=list)
     host_machines: list[str] = field(default_factory=list)
+    hosts_out_at_end: list[int] = field(default_factory=list)  # hosts (1-based) still out when the run ended
     ray_startup_s: float | None = None
     evaluation: dict[str, Any] | None = None
     task: dict[str, Any] | None = None  # task metrics of the last episodes trained (training/task_metrics.py)
@@ -136,6 +137,9 @@ def _note_fleet(summary: RunSummary, fleet: Fleet, events: EventLog) -> None:
         for key, value in fleet.summary().items():
             setattr(summary, key, value)
         summary.ray_startup_s = round(fleet.ray_startup_s, 3)
+        if summary.hosts_out_at_end:
+            say(f"[Ray] ! host(s) {', '.join(map(str, summary.hosts_out_at_end))} were still out when the run ended: "
+                "their tabs had frozen steps since they failed (events.jsonl: host_failed)")
 
 
 def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSummary) -> None:

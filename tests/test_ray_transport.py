@@ -27,7 +27,7 @@ from training.step_round import TAB_FAILURE, TAB_WAITING  # noqa: E402
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray for the module; none of its processes may outlive it."""
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     ours = {p.pid for p in psutil.Process().children(recursive=True)}
     try:
         yield

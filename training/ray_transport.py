@@ -259,6 +259,10 @@ class RayTransport(Transport):
             self._last_steps_report = now
             self._report("steps", {"steps": list(self.tab_steps)})
 
+    def hosts_out(self) -> list[int]:
+        """The hosts in outage now."""
+        return [h for h, host in enumerate(self.hosts) if host.out_since is not None]
+
     def host_steps(self) -> list[int]:
         return [sum(self.tab_steps[j] for j in host.tabs) for host in self.hosts]
 
