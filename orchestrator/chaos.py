@@ -88,6 +88,7 @@ class ChaosMonkey:
         tabs = len(fleet.ports)
         kinds = _interleave(counts)
         self.hosts = hosts  # with --ray: each host's tabs
+        self._host_turn = 0  # the host the next whole-host fault hits
         self.faults = [self._fault(kind, i, tabs) for i, kind in enumerate(kinds)]
         self._inject_into_pool = inject or self._inject_through_fleet
         self.gap = 0
@@ -102,7 +103,8 @@ class ChaosMonkey:
     def _fault(self, kind: str, i: int, tabs: int) -> Fault:
         whole = kind in faults.FLEET_FAULTS + faults.HOST_FAULTS
         if whole and self.hosts:
-            return Fault(kind, -1, host=i % len(self.hosts))
+            self._host_turn += 1
+            return Fault(kind, -1, host=(self._host_turn - 1) % len(self.hosts))
         return Fault(kind, -1 if whole else i % tabs)
 
     # ---- called by the trainer ---------------------------------------------------------

@@ -45,6 +45,11 @@ def test_smoke_on_two_hosts(tmp_path: Path, ports, no_leftovers) -> None:
     opened = {(e["host"], e["tab"]) for e in events if e["event"] == "tab_opened"}
     assert opened == {(0, 0), (0, 1), (1, 2), (1, 3)}  # each host opened its own two tabs, named as the run's
     assert "[Setup] Ray: a local Ray cluster started" in out
+    # status.json (and so `lunarfleet status` and the live view) groups the tabs by host.
+    status = json.loads((Path(verdict["run_dir"]) / "status.json").read_text())
+    assert [row["host"] for row in status["tabs"]] == [1, 1, 2, 2] and len(status["machines"]) == 2
+    shown = run_cli(["status", verdict["run_dir"]], cwd=tmp_path, timeout=120).stdout
+    assert shown.index("host 1 (") < shown.index("host 2 (")
 
 
 def test_a_host_killed_costs_only_its_tabs(tmp_path: Path, ports, no_leftovers) -> None:
