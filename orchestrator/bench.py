@@ -65,9 +65,9 @@ def _phases(bench: Bench) -> None:
         _phase(bench, "(f) real-time page", lambda: realtime_phase(bench))
     if s.vec_env_start:
         _phase(bench, "(d) vec env start-up per kind", lambda: vec_env_start_phase(bench))
-    _phase(bench, "(b) null env ceiling", lambda: ceiling_phase(bench))
     if s.ray:
         _phase(bench, f"(g) Ray hosts (--ray {s.ray})", lambda: ray_phase(bench))
+    _phase(bench, "(b) null env ceiling", lambda: ceiling_phase(bench))
     if s.ppo:
         _phase(bench, "(c) PPO", lambda: ppo_phase(bench))
 

@@ -132,6 +132,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _tabs(args: argparse.Namespace) -> int:
     from orchestrator.tabs_command import run_tabs
 
+    if args.ray is not None and (code := _check_ray(args)):
+        return code
     return run_tabs(_tabs_config(args))
 
 
@@ -151,7 +153,11 @@ def _tabs_config(args: argparse.Namespace) -> RunConfig:
         init_script=args.init_script,
         watch=args.watch,
         record_video=args.record_video,
+        ray=args.ray,
+        hosts=args.hosts,
     )
+    if cfg.hosts is not None and cfg.ray is None:
+        raise SystemExit("lunarfleet: --hosts needs --ray (the hosts are Ray actors, one per machine)")
     _check_url(cfg)
     return cfg
 

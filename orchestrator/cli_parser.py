@@ -205,6 +205,8 @@ def _add_tabs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tabs.add_argument("--headed", action="store_true", help="show all browser windows (needs a display)")
     tabs.add_argument("--hang-timeout", type=_positive_float, default=10.0, metavar="S", help="a page that does not answer the pool's heartbeat within S seconds is hung and reloaded (default 10)")
     tabs.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where the run folder goes (events.jsonl, status.json, videos/) (default runs/)")
+    tabs.add_argument("--ray", metavar="ADDRESS", help="open the tabs on the machines of a Ray cluster, N on each machine offering lunarfleet_host, for the trainer you run on each of them (its ports --base-port.. there); 'local' starts Ray here with --hosts hosts (host h's tabs on the h-th block of ports), 'auto' or HOST:PORT joins a cluster. Needs pip install \"lunarfleet[ray]\"")
+    tabs.add_argument("--hosts", type=_positive_int, metavar="N", help="with --ray: the number of hosts (default: every machine offering lunarfleet_host; with --ray local, 2)")
     _add_tab_options(tabs)
 
 

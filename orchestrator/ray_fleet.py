@@ -15,6 +15,7 @@ what to install.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -192,13 +193,9 @@ class HostFleet:
                 f"(on a machine offering {HOST_RESOURCE}); the other hosts train on")})
 
     def _host_event(self, host: int, kind: str, fields: dict[str, Any]) -> None:
-        """A host's own pool event, in this run's log: the host named, its tabs numbered as the run's."""
-        fields["host"] = host
-        if isinstance(fields.get("tab"), int):
-            fields["tab"] += host * self.tabs_per_host
-            if kind == "tab_replaced":
-                self.tabs[fields["tab"]].restarts += 1
-        self.events(kind, fields)
+        log_host_event(self.events, host, self.tabs_per_host, kind, fields)
+        if kind == "tab_replaced" and isinstance(fields.get("tab"), int):
+            self.tabs[fields["tab"]].restarts += 1
 
     def _host_back(self, host: int, seconds: float, now: list[int]) -> None:
         """Its return, with the steps the other hosts' tabs made meanwhile (they train on)."""
@@ -259,6 +256,14 @@ class HostFleet:
                 "host_machines": list(self.machines), "hosts_out_at_end": [h + 1 for h in out]}
 
 
+def log_host_event(events: EventLog, host: int, tabs_per_host: int, kind: str, fields: dict[str, Any]) -> None:
+    """A host's own pool event, in this run's log: the host named, its tabs numbered as the run's."""
+    fields["host"] = host
+    if isinstance(fields.get("tab"), int):
+        fields["tab"] += host * tabs_per_host
+    events(kind, fields)
+
+
 def set_up_on_ray(run: Any, cfg: RunConfig, events: EventLog) -> None:
     """`set_up_training` for `--ray`: Ray, the hosts with their tabs connected, and the vec env."""
     from training.ray_transport import RayVecEnv
@@ -280,3 +285,106 @@ def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     # A constructor's error: Ray's last line is the exception itself.
     return lines[-1].strip()[:300] if lines else type(exc).__name__
+
+
+# ---- lunarfleet tabs --ray ----------------------------------------------------------------------
+TABS_TICK_S = 2.0
+
+
+def run_tabs_on_ray(cfg: RunConfig) -> int:
+    """`lunarfleet tabs --ray`: each host keeps its machine's tabs alive for the trainer the user runs
+    there (ports --base-port.. on that machine; with --ray local, host h's tabs take the h-th block
+    of ports); this process gathers their status into status.json and the console, until Ctrl+C."""
+    import signal
+
+    import ray
+
+    from orchestrator.ray_host import tabs_host_actor_class
+    from orchestrator.run_setup import open_run_folder, stop_signals
+    from orchestrator.tabs_command import status_line, write_tabs_status
+
+    events = open_run_folder(cfg)
+    stop = {"now": False}
+    actors: list[Any] = []
+    hosts = 0
+    code = 0
+    try:
+        hosts, ray_s = start_ray(cfg.ray or "local", cfg.hosts)
+        say(f"[Tabs] Ray: {hosts} hosts x {cfg.envs} tabs ({ray_s:.1f} s to start Ray)")
+        local = cfg.ray == "local"
+        environ = {k: v for k, v in os.environ.items() if k.startswith("LUNARFLEET_")}
+        host_cls = tabs_host_actor_class()
+        for h in range(hosts):
+            host_cfg = dataclasses.replace(cfg, base_port=cfg.base_port + h * cfg.envs, app_port=cfg.app_port + h) if local else cfg
+            actors.append(host_cls.options(resources={HOST_RESOURCE: 1}).remote(host_cfg, h, environ))
+        with stop_signals(lambda signum, frame: stop.update(now=True)):
+            code = _keep_tabs(cfg, actors, events, stop, write_tabs_status, status_line)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        events("error", {"message": f"{type(exc).__name__}: {exc}"})
+        say(f"[Tabs] ✗ {type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        with stop_signals(signal.SIG_IGN):
+            _close_tabs_hosts(actors, cfg.envs, events)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            events.close()
+            say("[Tabs] Stopped; every host's tabs and browser are closed.")
+    return code
+
+
+def _keep_tabs(cfg: RunConfig, actors: list[Any], events: EventLog, stop: dict[str, bool], write: Any, line_of: Any) -> int:
+    import ray
+
+    first = time.monotonic()
+    out: set[int] = set()
+    last_line = ""
+    while not stop["now"]:
+        calls = [a.tick.remote() for a in actors]
+        rows: list[dict[str, Any]] = []
+        machines: list[str] = []
+        for h, call in enumerate(calls):
+            # the first tick waits for the host to have opened its browser and tabs
+            limit = cfg.connect_timeout + START_HOSTS_S if h not in out and time.monotonic() - first < START_HOSTS_S else 60.0
+            try:
+                status = ray.get(call, timeout=limit)
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:
+                if h not in out:
+                    out.add(h)
+                    events("host_failed", {"host": h, "detail": _first_line(exc)})
+                machines.append("?")
+                continue
+            if h in out:
+                out.discard(h)
+                events("host_back", {"host": h, "machine": status["machine"], "seconds": 0})
+            machines.append(status["machine"])
+            for kind, fields in status.pop("events"):
+                log_host_event(events, h, cfg.envs, kind, fields)
+            for row in status["tabs"]:
+                rows.append({**row, "tab": row["tab"] + h * cfg.envs, "host": h + 1})
+        data = {"time": round(time.time(), 3), "command": "tabs", "ray": cfg.ray, "pid": os.getpid(), "machines": machines,
+                "hosts_out": [h + 1 for h in sorted(out)], "tabs": rows}
+        write(cfg, data)
+        line = line_of(data) + (f" · hosts out: {', '.join(str(h + 1) for h in sorted(out))}" if out else "")
+        if line != last_line:
+            say(line)
+            last_line = line
+        end = time.monotonic() + TABS_TICK_S
+        while not stop["now"] and time.monotonic() < end:
+            time.sleep(0.1)
+    return 0
+
+
+def _close_tabs_hosts(actors: list[Any], tabs_per_host: int, events: EventLog) -> None:
+    import ray
+
+    calls = [a.close.remote() for a in actors]
+    for h, call in enumerate(calls):
+        with contextlib.suppress(Exception):
+            for kind, fields in ray.get(call, timeout=30):
+                log_host_event(events, h, tabs_per_host, kind, fields)
+    for actor in actors:
+        with contextlib.suppress(Exception):
+            ray.kill(actor, no_restart=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, start_cli, wait_until
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.browser
@@ -97,3 +98,49 @@ def test_help_does_not_import_ray(tmp_path: Path) -> None:
     code = "import sys; from orchestrator.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\nprint('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "False", result.stdout + result.stderr
+
+
+def test_tabs_on_two_hosts_keep_their_tabs_connected_to_a_plain_trainer(tmp_path: Path, ports, no_leftovers) -> None:
+    """`tabs --ray local --hosts 2 --envs 1`: each host's tab connects to the trainer on its port
+    (host h: the h-th block of ports), status.json groups them by host; Ctrl+C closes everything."""
+    app, base = ports
+    log = tmp_path / "plain.jsonl"
+    trainer = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "plain_ws_server.py"), "--base-port", str(base), "--count", "2", "--log", str(log)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    tabs = None
+    try:
+        wait_until(lambda: any(e["event"] == "listening" for e in _lines(log)), 30, "the plain server listens")
+        tabs = start_cli(["tabs", "--ray", "local", "--hosts", "2", "--envs", "1", "--base-port", str(base),
+                          "--app-port", str(app), "--runs-dir", str(tmp_path / "runs")], cwd=tmp_path)
+        wait_until(lambda: {e["port"] for e in _lines(log) if e["event"] == "connected"} == {base, base + 1},
+                   120, "each host's tab connects to the plain trainer")
+        (run_dir,) = (tmp_path / "runs").iterdir()
+
+        def grouped() -> dict | None:
+            data = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
+            rows = data.get("tabs", [])
+            ok = [(r["host"], r["tab"], r["port"]) for r in rows] == [(1, 1, base), (2, 2, base + 1)] and all(r["connected"] for r in rows)
+            return data if ok else None
+
+        wait_until(grouped, 60, "status.json shows both hosts' tabs connected")
+        tabs.send_signal(signal.SIGINT)
+        out, _ = tabs.communicate(timeout=90)
+        assert tabs.returncode == 0, out
+        assert "Stopped; every host's tabs and browser are closed" in out
+        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+        assert {(e["host"], e["tab"]) for e in events if e["event"] == "tab_opened"} == {(0, 0), (1, 1)}
+    finally:
+        for proc in (tabs, trainer):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

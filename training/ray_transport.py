@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import ray
-from ray.exceptions import GetTimeoutError, RayError
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from stable_baselines3.common.monitor import Monitor
 
 from training.host_reply import HostReply
@@ -172,7 +172,9 @@ class RayTransport(Transport):
         host.calls = [c for c in host.calls if c != ref]
         try:
             reply: HostReply = ray.get(ref)
-        except RayError as exc:
+        except RayTaskError as exc:  # the host's code raised: a bug to see, not a host failure to heal
+            raise RuntimeError(f"host {h + 1} failed a step: {exc}") from None
+        except RayError as exc:  # the actor died, is restarting, or its machine is gone
             return self._host_failed(h, host, exc)
         if host.out_since is not None:
             self._host_back(h, host)
