@@ -31,7 +31,7 @@ from orchestrator.run_setup import RunPieces, find_browser, fleet_env_settings, 
 from training.host_reply import HostReply
 from training.inline_vec_env import InlineTransport, inline_transport
 from training.step_round import Answer, Back, Failed, Stepped
-from training.tab_link import TabLost
+from training.tab_link import PortInUse, TabLost
 
 # The calls that may run while a step is in flight (fault injection, a checkpoint's name): Ray
 # runs each concurrency group's calls on their own threads, `step` one at a time, in order.
@@ -43,6 +43,7 @@ ACTOR_OPTIONS: dict[str, Any] = {
     "concurrency_groups": {CONTROL: 1},
 }
 INJECT_TIMEOUT_S = 15.0
+PORT_TRIES = 3
 # A step's answer is put on a queue by the tabs' loop thread and taken by Ray's call thread; with
 # Python's default 5 ms GIL switch interval the call thread often waited that long for the GIL.
 # Measured here: a host's 2-tab step round trip 8.4 ms at the default, 3.5 ms at 0.5 ms.
@@ -82,16 +83,26 @@ class TabHost:
         self.events = _Forwarded()
         self.run = RunPieces()
         self.transport: InlineTransport | None = None
-        try:
-            self._open(cfg, hosts)
-        except BaseException:
-            self.close()
-            raise
+        base = cfg.base_port + self.index * self.tabs
+        for attempt in range(PORT_TRIES):
+            try:
+                self._open(cfg, hosts, base)
+                break
+            except PortInUse as exc:  # another program took a port between the check and the bind
+                self.close()
+                self.run = RunPieces()
+                if attempt == PORT_TRIES - 1:
+                    raise
+                self._say(f"! {exc}; trying the next free ports")
+                base += self.tabs  # free_ports skips what is taken from there on
+            except BaseException:
+                self.close()
+                raise
 
-    def _open(self, cfg: RunConfig, hosts: int) -> None:
+    def _open(self, cfg: RunConfig, hosts: int, base: int) -> None:
         tell = self._say
         browser = find_browser(cfg.browser, tell)
-        ports = free_ports(cfg.base_port + self.index * self.tabs, self.tabs, tell)
+        ports = free_ports(base, self.tabs, tell)
         urls = tab_urls(self.run, cfg, ports, first_env=self.index * self.tabs, app_port=cfg.app_port + self.index)
         fleet = open_fleet(self.run, cfg, browser, ports, urls, self.events)  # type: ignore[arg-type]
         settings = fleet_env_settings(cfg, ports, urls, fleet.health_port)
