@@ -147,9 +147,14 @@ class HostFleet:
         """The memory guard's ask; it never comes with --ray (no renderer of a host is sampled here)."""
 
     def stop(self) -> None:
-        """End the host actors still there (the vec env closes them first) and leave Ray."""
+        """End the host actors still there (the vec env closes them first; without one, after a
+        failed start, they close their tabs here) and leave Ray."""
         import ray
 
+        if self.venv is None and self.actors:
+            closing = [a.close.remote() for a in self.actors]
+            with contextlib.suppress(Exception):
+                ray.wait(closing, num_returns=len(closing), timeout=30)
         for actor in self.actors:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor, no_restart=True)
