@@ -285,8 +285,8 @@ def _chaos_config(cfg: RunConfig, args: argparse.Namespace) -> None:
     needs_hooks = [k for k in ("hang", "disconnect", "garbage") if kinds.get(k)]
     if needs_hooks and cfg.url is not None:
         raise SystemExit(f"lunarfleet: --chaos {','.join(needs_hooks)} needs the embedded page's hooks; with --url only crash, browser and driver work")
-    if kinds.get("host") and cfg.ray is None:
-        raise SystemExit("lunarfleet: --chaos host kills a Ray host actor; it needs --ray (e.g. --ray local --hosts 2)")
+    if (kinds.get("host") or kinds.get("host_tree")) and cfg.ray is None:
+        raise SystemExit("lunarfleet: --chaos host and host_tree kill a Ray host; they need --ray (e.g. --ray local --hosts 2)")
     if kinds.get("trainer") and cfg.command != "train":
         raise SystemExit("lunarfleet: --chaos trainer needs 'lunarfleet train', whose supervisor restarts the trainer")
 

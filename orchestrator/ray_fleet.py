@@ -251,6 +251,11 @@ class HostFleet:
             assert fault.host is not None
             ray.kill(self.actors[fault.host], no_restart=False)
             return
+        if fault.kind == "host_tree":
+            assert fault.host is not None
+            with contextlib.suppress(ray.exceptions.RayActorError):  # the host dies answering
+                ray.get(self.actors[fault.host].inject.remote("host_tree", 0), timeout=INJECT_TIMEOUT_S)
+            return
         host, tab = (fault.host, 0) if fault.host is not None else divmod(fault.tab, self.tabs_per_host)
         ray.get(self.actors[host].inject.remote(fault.kind, tab), timeout=INJECT_TIMEOUT_S)
 

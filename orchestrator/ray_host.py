@@ -15,7 +15,9 @@ empty past its connect deadline) ends its own process so that Ray restarts it th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import sys
 import threading
@@ -23,6 +25,7 @@ import time
 from typing import Any
 
 import numpy as np
+import psutil
 
 from browser_pool import faults
 from orchestrator.config import RunConfig
@@ -182,7 +185,13 @@ class TabHost:
         self.transport.env_method(method_name, args, kwargs, list(range(self.tabs * self.sims)))
 
     def inject(self, kind: str, tab: int) -> None:
-        """A chaos fault into one of this host's tabs (or its browser or driver)."""
+        """A chaos fault into one of this host's tabs (or its browser or driver); `host_tree` kills
+        this host's process and everything under it (Chromium, the Playwright driver) with SIGKILL."""
+        if kind == "host_tree":
+            for child in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            os.kill(os.getpid(), signal.SIGKILL)
         fleet = self.run.fleet
         assert fleet is not None
         fleet.note_fault(fleet.ports[tab], kind)

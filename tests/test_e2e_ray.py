@@ -55,28 +55,32 @@ def test_smoke_on_two_hosts(tmp_path: Path, ports, no_leftovers) -> None:
 
 def test_a_host_killed_costs_only_its_tabs(tmp_path: Path, ports, no_leftovers) -> None:
     """`host=1` kills host 1's actor (Ray restarts it: a new browser and tabs), `crash=1` then kills
-    a tab's renderer (host 1's second tab); both heal while training goes on."""
+    a tab's renderer (host 1's second tab), `host_tree=1` SIGKILLs host 2's process with its browser
+    and driver; each heals while training goes on."""
     verdict, events, out = _smoke(tmp_path, ports, "--timesteps", "2048", "--n-steps", "256",
-                                  "--chaos", "host=1,crash=1")
+                                  "--chaos", "host=1,crash=1,host_tree=1")
     assert verdict["ok"] is True, verdict["error"]
     assert verdict["trainer_exceptions"] == 0
-    assert verdict["faults_planned"] == verdict["faults_injected"] == verdict["faults_recovered"] == 2
+    assert verdict["faults_planned"] == verdict["faults_injected"] == verdict["faults_recovered"] == 3
     assert verdict["faults"]["per_kind"]["host"] == {"planned": 1, "injected": 1, "recovered": 1}
-    assert verdict["host_restarts"] == 1
+    assert verdict["faults"]["per_kind"]["host_tree"] == {"planned": 1, "injected": 1, "recovered": 1}
+    assert verdict["host_restarts"] == 2
+    # host_tree hit the other host (hosts take turns): both failed and came back once
+    assert sorted(e["host"] for e in events if e["event"] == "host_back") == [0, 1]
     failed = next(e for e in events if e["event"] == "host_failed")
     back = next(e for e in events if e["event"] == "host_back")
     assert back["host"] == failed["host"] and back["time"] >= failed["time"]
     # The other host's tabs stepped through the outage: its steps between the failure and the return.
     other = str(2 - failed["host"])
     assert back["other_hosts_steps_during"][other] > 0, back
-    # The killed host's tabs were out for the outage (frozen steps), cut once by the failure.
-    hit = set(range(failed["host"] * 2, failed["host"] * 2 + 2))
+    # Each killed host's tabs were out for its outage (frozen steps), each cut once.
     outages = [e for e in events if e["event"] == "tab_outage" and e["cause"] == "host"]
-    assert {o["tab"] for o in outages} == hit
+    assert sorted(o["tab"] for o in outages) == [0, 1, 2, 3]
     assert all(o["frozen_steps"] >= 1 for o in outages)
     # The restarted host opened a new browser with its tabs.
-    launched = [e for e in events if e["event"] == "browser_launched" and e["host"] == failed["host"]]
-    assert len(launched) == 2, launched
+    for host in (0, 1):
+        launched = [e for e in events if e["event"] == "browser_launched" and e["host"] == host]
+        assert len(launched) == 2, launched
     assert "[Ray] ✓ host" in out
 
 
