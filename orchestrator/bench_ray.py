@@ -1,6 +1,8 @@
 """`lunarfleet bench`, (g): the same number of tabs through Ray hosts (`--ray local --hosts 2`,
-2 tabs each, by default) against the inline vec env's row for as many tabs in this run; and the
-seconds Ray takes to start and the hosts to have their tabs connected.
+2 tabs each, by default) against the inline vec env's row for as many tabs in this run; PPO
+through them at the original app's settings (rollouts of `--ppo-rollout` steps, one simulation per
+tab; compared with `ppo-inline` where the full bench measures it); and the seconds Ray takes to
+start and the hosts to have their tabs connected.
 
 The hosts are made as `train --ray` makes them (`orchestrator/ray_fleet.py`), each with its own
 browser and page server. Skipped, and said so, where Ray is not installed.
@@ -14,7 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.bench_results import MAX_EPISODE_STEPS
+from orchestrator.bench_ppo import ppo_fps
+from orchestrator.bench_results import MAX_EPISODE_STEPS, Row
 from orchestrator.config import RunConfig
 from orchestrator.events import EventLog
 
@@ -49,6 +52,12 @@ def ray_phase(bench: Bench) -> None:
 
         with contextlib.closing(RayVecEnv(fleet.actors, tabs, fleet.ports, report=fleet)) as venv:
             row = bench.row("ray", hosts * tabs, 1, venv)
+            if s.ppo:
+                r.ray_ppo = ppo_fps(venv, s.ppo_rollout, 1)
+                r.rows.append(Row("ppo-ray", hosts * tabs, 1, hosts * tabs, round(r.ray_ppo["fps"], 1),
+                                  note=f"PPO fps, {hosts} Ray hosts"))
+                bench.say(f"[Bench]   PPO {r.ray_ppo['fps']:,.0f} fps through Ray hosts (n_steps {r.ray_ppo['n_steps']}; "
+                          f"collecting {r.ray_ppo['collect_s']:.1f} s, training {r.ray_ppo['train_s']:.1f} s)")
     finally:
         fleet.stop()
     inline = next((x for x in r.rows if x.mode == "inline" and x.tabs == hosts * tabs), None)

@@ -90,6 +90,7 @@ class BenchResult:
     # (g) tabs through Ray hosts: steps_per_s, ratio_to_inline (same number of tabs, this run),
     # ray_start_s, hosts_ready_s; or skipped (why)
     ray: dict[str, Any] = field(default_factory=dict)
+    ray_ppo: dict[str, Any] = field(default_factory=dict)  # (g) PPO through the Ray hosts (fps, n_steps, collect_s, train_s)
     machine: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
