@@ -53,6 +53,11 @@ def ray_phase(bench: Bench) -> None:
         with contextlib.closing(RayVecEnv(fleet.actors, tabs, fleet.ports, report=fleet)) as venv:
             row = bench.row("ray", hosts * tabs, 1, venv)
             if s.ppo:
+                import torch
+
+                from orchestrator.sizing import trainer_threads
+
+                torch.set_num_threads(trainer_threads(envs=hosts * tabs))  # as train and the PPO phase (c) do
                 r.ray_ppo = ppo_fps(venv, s.ppo_rollout, 1)
                 r.rows.append(Row("ppo-ray", hosts * tabs, 1, hosts * tabs, round(r.ray_ppo["fps"], 1),
                                   note=f"PPO fps, {hosts} Ray hosts"))

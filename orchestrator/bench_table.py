@@ -83,7 +83,8 @@ def _other_lines(result: BenchResult) -> list[str]:
                      f"{versus}; Ray started in {ray['ray_start_s']:.1f} s, hosts had their tabs connected "
                      f"{ray['hosts_ready_s']:.1f} s later")
     if result.ray_ppo:
-        inline = next((row.steps_per_s for row in result.rows if row.mode == "ppo-inline"), None)
+        inline = next((row.steps_per_s for row in result.rows if row.mode == "ppo-inline"
+                       or (row.mode == "ppo-tabs" and row.sims_per_tab == 1 and row.envs == result.ray_ppo["n_envs"])), None)
         versus = f" vs {inline:,.0f} with inline ({result.ray_ppo['fps'] / inline:.2f}x)" if inline else ""
         lines.append(f"PPO through Ray hosts: {result.ray_ppo['fps']:,.0f} fps (n_steps {result.ray_ppo['n_steps']} x "
                      f"{result.ray_ppo['n_envs']} envs){versus}")
