@@ -45,7 +45,7 @@ def ensure_chromium(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole suite: JS simulation core tests, then the Python tests (real Chromium included)."""
-    install(session, "[test]")
+    install(session, "[test,ray]")  # ray: the multi-machine tests run too
     session.run("node", "--test", "webapp/tests/", external=True)
     # Two test processes: the end-to-end tests spend much of their time waiting on deadlines,
     # graces and page loads, so two share 2 cores well (the tests never depend on speed).

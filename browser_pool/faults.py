@@ -18,7 +18,10 @@ from browser_pool.pool import TabPool
 TAB_FAULTS = ("crash", "hang", "disconnect", "garbage")
 FLEET_FAULTS = ("browser", "driver")
 TRAINER_FAULTS = ("trainer",)  # injected by the orchestrator into its own process, not here
-KINDS = TAB_FAULTS + FLEET_FAULTS + TRAINER_FAULTS
+# --ray, injected by the orchestrator (orchestrator/ray_fleet.py): `host` kills a host's Ray actor,
+# `host_tree` SIGKILLs the host's process with its browser and driver, as when a machine's processes die
+HOST_FAULTS = ("host", "host_tree")
+KINDS = TAB_FAULTS + FLEET_FAULTS + TRAINER_FAULTS + HOST_FAULTS
 
 RENDERER_WAIT_S = 10.0  # a crash waits this long for a just-opened page's renderer to be known
 # The endless loop starts after evaluate returns, so the injecting call itself does not hang.

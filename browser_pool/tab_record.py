@@ -67,6 +67,7 @@ class TabRecord:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     recycle_reason: str | None = None  # set by `request_recycle`: replace at the next episode boundary
     env: EnvReport | None = None  # None when no env of ours reports on it (a bare pool, `lunarfleet tabs`)
+    host: int | None = None  # with --ray: the host (machine) holding it, 0-based (orchestrator/ray_fleet.py)
     sockets: SocketWatch = field(default_factory=SocketWatch)
 
     def status(self) -> str:

@@ -34,6 +34,9 @@ class BenchSettings:
     ppo_single_sim: bool = True  # also PPO over one simulation per tab, per vec env kind (slow)
     realtime_tabs: list[int] = field(default_factory=lambda: [1])  # more tabs share one window: hidden ones get no frames
     vec_env_start: bool = True  # (d) also: seconds to start each vec env kind for 8 tabs, workers without preloading (slow)
+    ray: str | None = "local"  # (g) the Ray hosts' row: None skips it; "local", "auto" or HOST:PORT
+    ray_hosts: int = 2
+    ray_tabs_per_host: int = 2
     base_port: int = 8765
     app_port: int = 4200
     browser: str | None = None
@@ -84,6 +87,10 @@ class BenchResult:
     realtime: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     fastest_kind: str | None = None  # inline, subproc or tie (within 10%), one simulation per tab
+    # (g) tabs through Ray hosts: steps_per_s, ratio_to_inline (same number of tabs, this run),
+    # ray_start_s, hosts_ready_s; or skipped (why)
+    ray: dict[str, Any] = field(default_factory=dict)
+    ray_ppo: dict[str, Any] = field(default_factory=dict)  # (g) PPO through the Ray hosts (fps, n_steps, collect_s, train_s)
     machine: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from orchestrator.bench_results import BenchResult, Row
 
 HEADER = f"{'mode':<16} {'tabs':>4} {'sims':>4} {'envs':>5} {'steps/s':>10} {'x ceiling':>10} {'py ms/1k':>9} {'browser ms/1k':>13}  note"
-ORDER = {"null": 0, "inline": 1, "subproc": 2, "realtime": 4, "ppo-null": 5, "ppo-inline": 6, "ppo-subproc": 6, "ppo-tabs": 7}
+ORDER = {"null": 0, "inline": 1, "subproc": 2, "ray": 3, "realtime": 4, "ppo-null": 5, "ppo-inline": 6, "ppo-subproc": 6, "ppo-ray": 6, "ppo-tabs": 7}
 
 
 def table(result: BenchResult) -> str:
@@ -73,6 +73,21 @@ def _other_lines(result: BenchResult) -> list[str]:
     elif result.pss_mb_per_subproc_worker is not None:
         lines.append(f"memory: --vec-env subproc adds a worker process of {result.pss_mb_per_subproc_worker:.0f} MB PSS per tab "
                      "(forked from a preloaded server; more as train starts them)")
+    ray = result.ray
+    if ray.get("skipped"):
+        lines.append(f"Ray hosts: not measured ({ray['skipped']})")
+    elif ray:
+        versus = (f" = {ray['ratio_to_inline']:.2f}x inline with {ray['hosts'] * ray['tabs_per_host']} tabs "
+                  f"({ray['inline_steps_per_s']:,.0f})" if ray.get("ratio_to_inline") is not None else "")
+        lines.append(f"Ray hosts: {ray['hosts']} x {ray['tabs_per_host']} tabs collected {ray['steps_per_s']:,.0f} env-steps/s"
+                     f"{versus}; Ray started in {ray['ray_start_s']:.1f} s, hosts had their tabs connected "
+                     f"{ray['hosts_ready_s']:.1f} s later")
+    if result.ray_ppo:
+        inline = next((row.steps_per_s for row in result.rows if row.mode == "ppo-inline"
+                       or (row.mode == "ppo-tabs" and row.sims_per_tab == 1 and row.envs == result.ray_ppo["n_envs"])), None)
+        versus = f" vs {inline:,.0f} with inline ({result.ray_ppo['fps'] / inline:.2f}x)" if inline else ""
+        lines.append(f"PPO through Ray hosts: {result.ray_ppo['fps']:,.0f} fps (n_steps {result.ray_ppo['n_steps']} x "
+                     f"{result.ray_ppo['n_envs']} envs){versus}")
     if result.fastest_kind:
         lines.append(f"faster vec env kind, one simulation per tab (collection summed over tab counts, 10% margin): {result.fastest_kind}")
     for error in result.errors:

@@ -7,6 +7,9 @@ changes only how long it takes. If `--timesteps` is reached with faults still to
 training goes on past it for at most `--chaos-overtime` seconds; whatever is still missing
 then is named, and the verdict is not ok. A fault counts as recovered when every tab it hit
 is stepping again (its env has reset against a page after the fault).
+
+With `--ray`, `host` kills a host actor and `browser`/`driver` hit one host's browser: each such
+fault hits the tabs of one host (`hosts`, hosts taking turns), and recovers when they all step again.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ RECOVERY_LIMIT_S = 120.0  # a fault not recovered by then is reported, and the n
 @dataclass
 class Fault:
     kind: str
-    tab: int  # -1 for browser/driver faults, which hit every tab
+    tab: int  # -1 for browser/driver faults, which hit every tab (of `host`, with --ray)
+    host: int | None = None  # with --ray: the host whose tabs a host, browser or driver fault hits
     due_step: int | None = None  # known once the previous fault has settled
     injected_at: float | None = None
     recovered_s: float | None = None
@@ -46,6 +50,8 @@ class Fault:
         return self.recovered_s is not None or self.error is not None
 
     def where(self) -> str:
+        if self.host is not None:
+            return f"host {self.host + 1}"
         return "every tab" if self.tab < 0 else f"tab {self.tab + 1}"
 
 
@@ -75,6 +81,7 @@ class ChaosMonkey:
         overtime_s: float,
         inject: Callable[[Fault], None] | None = None,
         ports: list[int] | None = None,
+        hosts: list[list[int]] | None = None,
     ) -> None:
         self.fleet, self.events = fleet, events
         self.ports = list(ports or fleet.ports)  # the tabs faults go into and recover on (not an idle evaluation tab)
@@ -82,7 +89,9 @@ class ChaosMonkey:
         self.min_gap = MIN_GAP_VEC_STEPS * steps_per_vec_step
         tabs = len(self.ports)
         kinds = _interleave(counts)
-        self.faults = [Fault(kind, -1 if kind in faults.FLEET_FAULTS else i % tabs) for i, kind in enumerate(kinds)]
+        self.hosts = hosts  # with --ray: each host's tabs
+        self._host_turn = 0  # the host the next whole-host fault hits
+        self.faults = [self._fault(kind, i, tabs) for i, kind in enumerate(kinds)]
         self._inject_into_pool = inject or self._inject_through_fleet
         self.gap = 0
         self._next = 0  # index of the next fault to inject
@@ -92,6 +101,13 @@ class ChaosMonkey:
     @property
     def done(self) -> bool:
         return all(f.settled for f in self.faults)
+
+    def _fault(self, kind: str, i: int, tabs: int) -> Fault:
+        whole = kind in faults.FLEET_FAULTS + faults.HOST_FAULTS
+        if whole and self.hosts:
+            self._host_turn += 1
+            return Fault(kind, -1, host=(self._host_turn - 1) % len(self.hosts))
+        return Fault(kind, -1 if whole else i % tabs)
 
     # ---- called by the trainer ---------------------------------------------------------
     def on_steps(self, steps: int) -> None:
@@ -156,7 +172,8 @@ class ChaosMonkey:
             self.events("warning", {"message": f"chaos: {fault.kind} into {fault.where()} {fault.error}"})
             self._settled(steps)
             return
-        self.events("chaos", {"kind": fault.kind, "tab": max(fault.tab, 0), "all_tabs": fault.tab < 0, "steps": steps})
+        where = {} if fault.host is None else {"host": fault.host}
+        self.events("chaos", {"kind": fault.kind, "tab": max(fault.tab, 0), "all_tabs": fault.tab < 0, "steps": steps, **where})
 
     def _inject_through_fleet(self, fault: Fault) -> None:
         future = asyncio.run_coroutine_threadsafe(
@@ -165,6 +182,8 @@ class ChaosMonkey:
         future.result(timeout=INJECT_TIMEOUT_S)
 
     def _targets(self, fault: Fault) -> list[int]:
+        if fault.host is not None and self.hosts:
+            return [self.fleet.ports[j] for j in self.hosts[fault.host]]
         return list(self.ports) if fault.tab < 0 else [self.ports[fault.tab]]
 
     def _recovery_s(self, fault: Fault) -> float | None:
@@ -178,9 +197,9 @@ class ChaosMonkey:
         assert fault.injected_at is not None
         fault.recovered_s = self._recovery_s(fault)
         if fault.recovered_s is not None:
-            self.events(
-                "chaos_recovered", {"kind": fault.kind, "tab": max(fault.tab, 0), "seconds": round(fault.recovered_s, 3)}
-            )
+            where = {} if fault.host is None else {"host": fault.host}
+            self.events("chaos_recovered",
+                        {"kind": fault.kind, "tab": max(fault.tab, 0), "seconds": round(fault.recovered_s, 3), **where})
         elif time.time() - fault.injected_at > RECOVERY_LIMIT_S:
             fault.error = f"injected, but not recovered within {RECOVERY_LIMIT_S:g} s"
             self.events("warning", {"message": f"chaos: {fault.kind} into {fault.where()} {fault.error}"})
@@ -207,7 +226,8 @@ class ChaosMonkey:
                 report.faults_recovered += 1
                 report.recovery_s.setdefault(fault.kind, []).append(round(fault.recovered_s, 3))
             else:
-                report.missing.append({"kind": fault.kind, "tab": fault.tab, "why": self._why_missing(fault, stop_reason)})
+                report.missing.append({"kind": fault.kind, "tab": fault.tab, "host": fault.host,
+                                       "why": self._why_missing(fault, stop_reason)})
         return report
 
     def _why_missing(self, fault: Fault, stop_reason: str | None) -> str:
@@ -230,6 +250,8 @@ def describe(report: ChaosReport) -> list[str]:
     lines = [head + ("" if report.ok else ": NOT OK")]
     for m in report.missing:
         where = "every tab" if m["tab"] < 0 else f"tab {m['tab'] + 1}"
+        if m.get("host") is not None:
+            where = f"host {m['host'] + 1}"
         lines.append(f"[Chaos] ! {m['kind']} into {where}: {m['why']}")
     return lines
 

@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in COMMANDS:
         return COMMANDS[args.command](args)
+    if getattr(args, "ray", None) is not None:
+        code = _check_ray(args)
+        if code:
+            return code
     if args.envs == "auto":
         _pick_envs(args)
     cfg = config_from_args(args)
@@ -39,6 +43,21 @@ def main(argv: list[str] | None = None) -> int:
         return _train_or_smoke(cfg, args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _check_ray(args: argparse.Namespace) -> int:
+    """`--ray`: Ray must be importable (exit code 2 with one line saying what to install)."""
+    from orchestrator.ray_fleet import RayMissing, require_ray
+
+    try:
+        require_ray()
+    except RayMissing as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.envs == "auto":
+        print("lunarfleet: --envs auto sizes this machine only; with --ray give the tabs per host (--envs N)", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _supervising(args: argparse.Namespace) -> bool:
@@ -101,6 +120,11 @@ def _bench(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(settings, key, value)
     settings.ppo = not args.no_ppo
+    settings.ray = None if args.ray == "none" else args.ray
+    if 4 % args.hosts:
+        print("lunarfleet: bench --hosts shares 4 tabs among the hosts: 1, 2 or 4", file=sys.stderr)
+        return 2
+    settings.ray_hosts, settings.ray_tabs_per_host = args.hosts, 4 // args.hosts
     settings.base_port, settings.app_port, settings.browser, settings.json_path = args.base_port, args.app_port, args.browser, args.json
     return run_bench(settings)
 
@@ -108,6 +132,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _tabs(args: argparse.Namespace) -> int:
     from orchestrator.tabs_command import run_tabs
 
+    if args.ray is not None and (code := _check_ray(args)):
+        return code
     return run_tabs(_tabs_config(args))
 
 
@@ -127,7 +153,11 @@ def _tabs_config(args: argparse.Namespace) -> RunConfig:
         init_script=args.init_script,
         watch=args.watch,
         record_video=args.record_video,
+        ray=args.ray,
+        hosts=args.hosts,
     )
+    if cfg.hosts is not None and cfg.ray is None:
+        raise SystemExit("lunarfleet: --hosts needs --ray (the hosts are Ray actors, one per machine)")
     _check_url(cfg)
     return cfg
 
@@ -219,10 +249,16 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         init_script=args.init_script,
         watch=args.watch,
         record_video=args.record_video,
+        ray=args.ray,
+        hosts=args.hosts,
     )
 
 
 def _check_sims(cfg: RunConfig) -> None:
+    if cfg.hosts is not None and cfg.ray is None:
+        raise SystemExit("lunarfleet: --hosts needs --ray (the hosts are Ray actors, one per machine)")
+    if cfg.ray is not None and cfg.vec_env != "inline":
+        raise SystemExit("lunarfleet: --ray drives each host's tabs inline; --vec-env subproc does not apply")
     if cfg.sims_per_tab > MAX_SIMS_PER_TAB:
         raise SystemExit(f"lunarfleet: --sims-per-tab is at most {MAX_SIMS_PER_TAB} (the page's limit)")
     if cfg.sims_per_tab > 1 and cfg.vec_env != "inline":
@@ -248,6 +284,9 @@ def _train_config(cfg: RunConfig, args: argparse.Namespace) -> None:
     if cfg.eval_freq:
         cfg.eval_max_episode_steps = args.eval_max_episode_steps or eval_episode_cap(
             cfg.eval_freq, cfg.eval_episodes, cfg.max_episode_steps)
+    if cfg.ray is not None and cfg.evaluates:
+        raise SystemExit("lunarfleet: --eval-freq evaluates on a tab of this machine's pool, which a --ray run does not have; "
+                         "score checkpoints with 'lunarfleet evaluate' instead")
 
 
 def _curriculum(text: str) -> list[int]:
@@ -273,6 +312,8 @@ def _chaos_config(cfg: RunConfig, args: argparse.Namespace) -> None:
     needs_hooks = [k for k in ("hang", "disconnect", "garbage") if kinds.get(k)]
     if needs_hooks and cfg.url is not None:
         raise SystemExit(f"lunarfleet: --chaos {','.join(needs_hooks)} needs the embedded page's hooks; with --url only crash, browser and driver work")
+    if (kinds.get("host") or kinds.get("host_tree")) and cfg.ray is None:
+        raise SystemExit("lunarfleet: --chaos host and host_tree kill a Ray host; they need --ray (e.g. --ray local --hosts 2)")
     if kinds.get("trainer") and cfg.command != "train":
         raise SystemExit("lunarfleet: --chaos trainer needs 'lunarfleet train', whose supervisor restarts the trainer")
 

@@ -111,8 +111,13 @@ def _add_tab_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record-video", nargs="?", type=_positive_float, const=60.0, default=0.0, metavar="S", help="record tab 1's page for S seconds (default 60) as .webm into the run folder's videos/; tab 1 then reloads unrecorded, losing that episode")
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", metavar="ADDRESS", help="put the tabs on the machines of a Ray cluster, one host (browser, tabs, page server) per machine that offers the lunarfleet_host resource; --envs is then tabs per host. 'local' starts a Ray cluster on this machine with --hosts hosts, 'auto' joins the cluster this machine is part of (ray start), HOST:PORT joins that one. A host that dies is restarted by Ray and its tabs rejoin; the others train on meanwhile. Needs pip install \"lunarfleet[ray]\" (README: More than one machine)")
+    p.add_argument("--hosts", type=_positive_int, metavar="N", help="with --ray: the number of hosts (default: every machine offering lunarfleet_host; with --ray local, 2)")
+
+
 def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: int, smoke: bool) -> None:
-    p.add_argument("--envs", type=_envs, default=envs, metavar="N", help=f"number of parallel tabs/environments, or 'auto' to pick N from the cores and free memory and say why (default {envs})")
+    p.add_argument("--envs", type=_envs, default=envs, metavar="N", help=f"number of parallel tabs/environments (with --ray: tabs per host), or 'auto' to pick N from the cores and free memory and say why (default {envs})")
     p.add_argument("--timesteps", type=_positive_int, default=timesteps, metavar="T", help=f"train until the model has T steps in total; a resumed model continues its count (default {timesteps:,})")
     p.add_argument("--timescale", type=_positive_float, default=2.0, metavar="X", help="simulated time per step = X/60 s (default 2.0, as the original app)")
     p.add_argument("--max-episode-steps", type=_positive_int, default=1000 if smoke else 10_000, metavar="M", help=f"maximum episode length (default {1000 if smoke else 10_000:,})")
@@ -133,6 +138,7 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     p.add_argument("--monitor-interval", type=_positive_float, default=5.0, metavar="S", help="sample CPU and memory of the machine, trainer, env workers, browser and each tab every S seconds, into runs/<id>/resources.jsonl, status.json and TensorBoard (resources/); on a terminal a per-tab table is shown (default 5)")
     p.add_argument("--no-monitor", action="store_true", help="no resource sampler, status file or live table")
     p.add_argument("--tab-memory-limit-mb", type=_non_negative_float, default=0.0, metavar="MB", help="replace a tab whose renderer uses more than MB megabytes (PSS) at its next episode boundary (default 0: no limit)")
+    _add_ray_options(p)
     p.add_argument("--memory-floor-mb", type=_non_negative_float, default=1000.0, metavar="MB", help="keep this much memory free: refuse to start more tabs than fit above it, and warn when a run drops below it (default 1000; 0 turns the check off)")
     _add_page_options(p)
 
@@ -179,7 +185,7 @@ def _add_smoke(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     smoke = sub.add_parser("smoke", help="a short real training run for CI, with a JSON verdict", description="A short, real training run (real tabs, real PPO) in a fresh models folder. Exit code 0 only when training completed, every tab connected, and the final checkpoint loads back.")
     _add_training_options(smoke, envs=2, timesteps=4096, smoke=True)
     smoke.add_argument("--json", type=Path, metavar="PATH", help="write the verdict as one JSON object: ok, envs, timesteps, episodes, fps, tab_restarts, checkpoint, elapsed_s, error, ...")
-    smoke.add_argument("--chaos", metavar="SPEC", help="inject faults one at a time, each after the previous one recovered and the tabs stepped on, SPEC a comma list of kind=count among crash (kill a renderer), hang (endless loop in the page), disconnect (the page closes its socket), garbage (the page sends a malformed message), browser (kill the browser), driver (kill the Playwright driver); e.g. crash=2,hang=1. The run is ok only if every planned fault was injected and recovered; the console and the JSON verdict name each one that was not, and why. The verdict adds faults_planned, faults_injected, faults_recovered, trainer_exceptions and per-kind counts")
+    smoke.add_argument("--chaos", metavar="SPEC", help="inject faults one at a time, each after the previous one recovered and the tabs stepped on, SPEC a comma list of kind=count among crash (kill a renderer), hang (endless loop in the page), disconnect (the page closes its socket), garbage (the page sends a malformed message), browser (kill the browser), driver (kill the Playwright driver), host (with --ray: kill a host's Ray actor, which Ray restarts with a new browser and tabs), host_tree (with --ray: SIGKILL the host's process, its browser and driver, as a machine's processes die); hosts take turns, as do browser and driver faults with --ray; e.g. crash=2,hang=1. The run is ok only if every planned fault was injected and recovered; the console and the JSON verdict name each one that was not, and why. The verdict adds faults_planned, faults_injected, faults_recovered, trainer_exceptions and per-kind counts")
     _add_chaos_overtime(smoke)
     smoke.add_argument("--keep", action="store_true", help="keep the smoke run's models folder (default: deleted unless --models-dir is given)")
 
@@ -221,6 +227,8 @@ def _add_tabs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tabs.add_argument("--headed", action="store_true", help="show all browser windows (needs a display)")
     tabs.add_argument("--hang-timeout", type=_positive_float, default=10.0, metavar="S", help="a page that does not answer the pool's heartbeat within S seconds is hung and reloaded (default 10)")
     tabs.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where the run folder goes (events.jsonl, status.json, videos/) (default runs/)")
+    tabs.add_argument("--ray", metavar="ADDRESS", help="open the tabs on the machines of a Ray cluster, N on each machine offering lunarfleet_host, for the trainer you run on each of them (its ports --base-port.. there); 'local' starts Ray here with --hosts hosts (host h's tabs on the h-th block of ports), 'auto' or HOST:PORT joins a cluster. Needs pip install \"lunarfleet[ray]\"")
+    tabs.add_argument("--hosts", type=_positive_int, metavar="N", help="with --ray: the number of hosts (default: every machine offering lunarfleet_host; with --ray local, 2)")
     _add_tab_options(tabs)
 
 
@@ -232,7 +240,7 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="measure throughput: collection steps/s per vec env kind, PPO fps, start-up, memory", description="Measure in one run: (a) collection steps/s of a random policy for 1, 2, 4, 8 tabs, per vec env kind and with several simulations per tab; (b) the same through an in-process null env (the ceiling); (c) PPO training fps with tabs vs the null env at identical settings; (d) seconds from launch to 8 tabs connected; (e) PSS memory per tab; (f) the page in real-time (60 Hz) mode next to lock-step. Prints a table; compare ratios within one run on a shared machine.")
+    bench = sub.add_parser("bench", help="measure throughput: collection steps/s per vec env kind, PPO fps, start-up, memory", description="Measure in one run: (a) collection steps/s of a random policy for 1, 2, 4, 8 tabs, per vec env kind and with several simulations per tab; (b) the same through an in-process null env (the ceiling); (c) PPO training fps with tabs vs the null env at identical settings; (d) seconds from launch to 8 tabs connected; (e) PSS memory per tab; (f) the page in real-time (60 Hz) mode next to lock-step; (g) 4 tabs through Ray hosts (--ray local --hosts 2) against inline, and Ray's start-up. Prints a table; compare ratios within one run on a shared machine.")
     bench.add_argument("--quick", action="store_true", help="short windows and one simulations-per-tab value (under 3 minutes on 2 cores)")
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results: rows (mode, tabs, sims_per_tab, envs, steps_per_s, ratio_to_ceiling, CPU per 1000 steps) and startup_s_8_tabs, pss_mb_per_tab, ppo_fps_tabs, ppo_fps_null, targets, ...")
     bench.add_argument("--tabs", type=_int_list, metavar="N,N", help="tab counts of the collection rows (default 1,2,4,8)")
@@ -243,6 +251,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bench.add_argument("--ppo-rollouts", type=_positive_int, metavar="R", help="PPO rollouts (each followed by training) per measurement (default 3; --quick 2)")
     bench.add_argument("--no-ppo", action="store_true", help="skip (c), the PPO measurement")
     bench.add_argument("--realtime-tabs", type=_int_list, metavar="N,N", help="tab counts of the real-time rows, 0 to skip (default 1; with more, tabs share one headless window and the hidden ones get no animation frames)")
+    bench.add_argument("--ray", metavar="ADDRESS", default="local", help="(g) measure 4 tabs through Ray hosts on this Ray cluster: 'local' (default) starts one here, 'auto' or HOST:PORT joins one; 'none' skips the row. Needs pip install \"lunarfleet[ray]\" (skipped, and said, without it)")
+    bench.add_argument("--hosts", type=_positive_int, default=2, metavar="N", help="(g) Ray hosts, the 4 tabs shared among them (default 2: 2 tabs each)")
     bench.add_argument("--base-port", type=_positive_int, default=8765, help="first WebSocket port (default 8765; the next free block if taken)")
     bench.add_argument("--app-port", type=_positive_int, default=4200, help="port that serves the embedded simulation (default 4200; a free one if taken)")
     bench.add_argument("--browser", metavar="PATH", help="Chromium executable (default as for train)")

@@ -79,6 +79,8 @@ class RunConfig:
     init_script: str | None = None  # JS run before the page's own scripts; {port}, {env_id} filled in
     watch: bool = False  # tab 1 in a visible window, where there is a display
     record_video: float = 0.0  # seconds of tab 1 to record into <run>/videos/ (0: none)
+    ray: str | None = None  # --ray ADDRESS: tabs on the hosts of a Ray cluster ("local", "auto", HOST:PORT)
+    hosts: int | None = None  # --hosts N (None: every machine offering lunarfleet_host; 2 with "local")
     run_id: str = ""
     token: str = ""
 

@@ -49,6 +49,16 @@ class EventLog:
 def describe(kind: str, f: dict[str, Any]) -> str | None:
     """Console wording of an event; None for events that only go to the log."""
     tab = f"tab {f['tab'] + 1}" if "tab" in f else f"port {f.get('port')}"
+    text = _describe(kind, f, tab)
+    if text and isinstance(f.get("host"), int) and kind not in NAME_THE_HOST:
+        return f"[Host {f['host'] + 1}] {text}"  # a host's pool event, with --ray
+    return text
+
+
+NAME_THE_HOST = ("chaos", "host_failed", "host_back", "warning")  # their words name the host already
+
+
+def _describe(kind: str, f: dict[str, Any], tab: str) -> str | None:
     if kind == "tab_failed":
         return f"[Pool] ✗ {tab} (port {f.get('port')}) failed: {f.get('cause')} {f.get('detail', '')}".rstrip()
     if kind == "tab_replaced":
@@ -70,5 +80,11 @@ def describe(kind: str, f: dict[str, Any]) -> str | None:
     if kind == "refused":
         return f"[Security] refused a connection to port {f.get('port')}: {f.get('reason')}"
     if kind == "chaos":
-        return f"[Chaos] injected {f.get('kind')} into tab {f.get('tab', 0) + 1}"
+        where = f"host {f['host'] + 1}" if isinstance(f.get("host"), int) else f"tab {f.get('tab', 0) + 1}"
+        return f"[Chaos] injected {f.get('kind')} into {where}"
+    if kind == "host_failed":
+        return f"[Ray] ✗ host {f['host'] + 1} ({f.get('machine')}) failed: {f.get('detail')}; its tabs get frozen steps until it is back"
+    if kind == "host_back":
+        during = ", ".join(f"host {h}: {n:,}" for h, n in (f.get("other_hosts_steps_during") or {}).items())
+        return f"[Ray] ✓ host {f['host'] + 1} back in {f.get('seconds', 0):.1f} s" + (f" (steps meanwhile: {during})" if during else "")
     return None

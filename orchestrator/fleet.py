@@ -264,14 +264,21 @@ class Fleet:
         h.failed_at, h.failed_cause = time.time(), cause
 
     def outage_summary(self) -> dict[str, Any]:
-        """Frozen steps and the other tabs' longest wait, over all outages of the run."""
-        waits = [float(o["others_longest_wait_s"] or 0.0) for o in self.outages]
-        return {
-            "count": len(self.outages),
-            "frozen_steps": sum(int(o["frozen_steps"] or 0) for o in self.outages),
-            "others_longest_wait_s": max(waits, default=0.0),
-            "longest_outage_s": max((float(o["seconds"] or 0.0) for o in self.outages), default=0.0),
-        }
+        return outage_summary(self.outages)
 
     def recoveries(self) -> list[float]:
         return [s for h in self.health.values() for s in h.recoveries]
+
+    def tab_restarts(self) -> int:
+        return sum(t.restarts for t in self.pool.tabs)
+
+
+def outage_summary(outages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Frozen steps and the other tabs' longest wait, over all outages of the run."""
+    waits = [float(o["others_longest_wait_s"] or 0.0) for o in outages]
+    return {
+        "count": len(outages),
+        "frozen_steps": sum(int(o["frozen_steps"] or 0) for o in outages),
+        "others_longest_wait_s": max(waits, default=0.0),
+        "longest_outage_s": max((float(o["seconds"] or 0.0) for o in outages), default=0.0),
+    }

@@ -56,11 +56,15 @@ def summary_lines(status: dict[str, Any], now: float | None = None) -> list[str]
         f"RSS {_mb(sum(w.get('rss_mb', 0) for w in workers))} MB"
         if workers or status.get("vec_env") != "inline" else "envs run inside the trainer (inline)"
     )
-    sides = (
-        f"trainer: CPU {trainer.get('cpu_percent', 0):.0f}% RSS {_mb(trainer.get('rss_mb'))} MB · {envs} · "
+    chromium = (
         f"Chromium: CPU {browser.get('cpu_percent', 0) + helpers.get('cpu_percent', 0):.0f}% "
         f"PSS {_mb(status.get('chromium_pss_mb'))} MB"
     )
+    if status.get("ray"):  # the tabs' processes are on the hosts' machines, not sampled here
+        machines = status.get("machines") or []
+        envs = f"tabs on {len(machines)} Ray hosts (--ray {status['ray']})"
+        chromium = "the hosts' processes are not sampled"
+    sides = f"trainer: CPU {trainer.get('cpu_percent', 0):.0f}% RSS {_mb(trainer.get('rss_mb'))} MB · {envs} · {chromium}"
     return [head, machine, sides]
 
 
@@ -86,7 +90,11 @@ def table_lines(status: dict[str, Any]) -> list[str]:
     widths = (4, 6, 11, 8, 8, 6, 7, 7)
     header = " ".join(f"{c:>{w}}" if i != 2 else f"{c:<{w}}" for i, (c, w) in enumerate(zip(COLUMNS, widths, strict=True)))
     lines = [header]
+    host = None
     for row in status.get("tabs", []):
+        if row.get("host") is not None and row["host"] != host:  # --ray: the tabs grouped by host
+            host = row["host"]
+            lines.append(f"host {host}" + (f" ({status['machines'][host - 1]})" if len(status.get("machines") or []) >= host else ""))
         cells = (  # .get: status files of other commands (e.g. `lunarfleet tabs`) hold fewer fields
             str(row.get("tab", "?")), str(row.get("port", "?")), str(row.get("state", "?")),
             f"{row.get('steps_per_s', 0):,.1f}", str(row.get("restarts", 0)), f"{row.get('cpu_percent', 0):.1f}",
@@ -107,8 +115,9 @@ def monitor_lines(status: dict[str, Any]) -> list[str]:
     head, machine, sides = summary_lines(status)
     lines = [f"[Monitor] {machine} · {sides}"] + [f"[Monitor] {line}" for line in task_lines(status)]
     for row in status.get("tabs", []):
+        on = f"host {row['host']} " if row.get("host") is not None else ""
         lines.append(
-            f"[Monitor] tab {row['tab']} (port {row['port']}) {row['state']}: {row['steps_per_s']:,.0f} steps/s, "
+            f"[Monitor] {on}tab {row['tab']} (port {row['port']}) {row['state']}: {row['steps_per_s']:,.0f} steps/s, "
             f"{row['restarts']} restarts, CPU {row['cpu_percent']:.0f}%, PSS {_mb(row.get('pss_mb'))} MB"
         )
     return lines

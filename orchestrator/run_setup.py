@@ -128,11 +128,14 @@ def serve_page(run: RunPieces, preferred_port: int, tell: Callable[[str], None] 
     return run.app.port
 
 
-def tab_urls(run: RunPieces, cfg: RunConfig, ports: list[int]) -> list[str]:
-    """Each tab's page URL (the evaluation tab's last, when there is one); the embedded page is
-    served first, unless the run uses its own (--url)."""
-    app_port = serve_page(run, cfg.app_port) if cfg.embedded else cfg.app_port
-    urls = [cfg.tab_url(i, port, app_port) for i, port in enumerate(ports[: cfg.envs])]
+def tab_urls(run: RunPieces, cfg: RunConfig, ports: list[int], first_env: int = 0, app_port: int | None = None) -> list[str]:
+    """Each tab's page URL (past --envs: the evaluation tab's); the embedded page is served first (on
+    `app_port`, default --app-port), unless the run uses its own (--url). `first_env`: the env number
+    of the first tab (a Ray host's tabs follow those of the hosts before it)."""
+    app_port = app_port or cfg.app_port
+    if cfg.embedded:
+        app_port = serve_page(run, app_port)
+    urls = [cfg.tab_url(first_env + i, port, app_port) for i, port in enumerate(ports[: cfg.envs])]
     return urls + [cfg.eval_tab_url(port, app_port) for port in ports[cfg.envs :]]
 
 
@@ -151,11 +154,12 @@ def open_fleet(
     return run.fleet
 
 
-def start_monitoring(run: RunPieces, cfg: RunConfig, settings: MonitorSettings, events: EventLog) -> Monitoring:
-    """The resource sampler, live view and status.json of the run (`orchestrator/monitor.py`)."""
+def start_monitoring(run: RunPieces, cfg: RunConfig, settings: MonitorSettings, events: EventLog, **info: Any) -> Monitoring:
+    """The resource sampler, live view and status.json of the run (`orchestrator/monitor.py`);
+    `info` goes into status.json too."""
     assert run.fleet is not None
     run_info = {"run_id": cfg.run_id, "run_dir": str(cfg.run_dir), "command": cfg.command, "envs": cfg.envs,
-                "vec_env": cfg.vec_env, "target_timesteps": cfg.timesteps}
+                "vec_env": cfg.vec_env, "target_timesteps": cfg.timesteps, **info}
     run.monitoring = Monitoring(settings, run.fleet, lambda: run.venv, cfg.run_dir, run_info, cfg.progress, events, say)
     run.monitoring.start()
     return run.monitoring
@@ -215,7 +219,15 @@ def connect_tabs(run: RunPieces, cfg: RunConfig) -> None:
 
 def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, events: EventLog) -> None:
     """All that `train`, `smoke` and `evaluate` open before the first step, into `run`, until every
-    tab is connected. (`lunarfleet.make_vec_env` opens the same, without the monitor.)"""
+    tab is connected. (`lunarfleet.make_vec_env` opens the same, without the monitor.) With `--ray`,
+    the tabs are on the hosts of a Ray cluster (`ray_fleet.py`)."""
+    if cfg.ray is not None:
+        from orchestrator.ray_fleet import set_up_on_ray  # Ray is imported only when a run asks for it
+
+        set_up_on_ray(run, cfg, events)
+        if monitor.enabled:  # status.json: the tabs by host (their processes are on other machines: no CPU/memory)
+            start_monitoring(run, cfg, monitor, events, ray=cfg.ray, machines=run.fleet.machines).running()
+        return
     settings = open_tab_fleet(run, cfg, monitor, events)
     if cfg.sims_per_tab > 1:
         say(f"[Setup] {cfg.envs} tabs x {cfg.sims_per_tab} simulations = {settings.num_envs} environments for PPO "

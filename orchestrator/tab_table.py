@@ -34,6 +34,7 @@ class TabRow:
     pss_mb: float | None
     uss_mb: float | None
     rss_mb: float
+    host: int | None = None  # with --ray: the host holding the tab, 1-based as tabs are
 
 
 @dataclass
@@ -77,7 +78,7 @@ class TabRates:
             steps_per_s=self._rate(tab.index, tab.env_steps, now, run_since), restarts=tab.restarts,
             failures=tab.env_failures,
             renderer_pid=tab.renderer_pid, cpu_percent=proc.cpu_percent, pss_mb=proc.pss_mb, uss_mb=proc.uss_mb,
-            rss_mb=proc.rss_mb,
+            rss_mb=proc.rss_mb, host=None if tab.host is None else tab.host + 1,
         )
 
     def _rate(self, index: int, steps: int, now: float, run_since: float | None) -> float:

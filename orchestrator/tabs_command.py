@@ -116,22 +116,13 @@ class TabsCommand:
             "tabs": tabs,
         }
 
-    def _write_status(self, fleet: Fleet) -> dict[str, Any]:
-        data = self.status(fleet)
-        path = self.cfg.run_dir / "status.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-        return data
+    def _write_status(self, fleet: Fleet, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = data or self.status(fleet)
+        return write_tabs_status(self.cfg, data)
 
     @staticmethod
     def _status_line(data: dict[str, Any]) -> str:
-        parts = [
-            f"{t['tab']}:{t['port']} {'connected' if t['connected'] else t['state']} (pid {t['renderer_pid']}, {t['restarts']} restarts)"
-            for t in data["tabs"]
-        ]
-        up = sum(1 for t in data["tabs"] if t["connected"])
-        return f"[Tabs] {up}/{len(parts)} connected · " + " · ".join(parts)
+        return status_line(data)
 
     # ---- life ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -140,7 +131,10 @@ class TabsCommand:
         code = 0
         with stop_signals(self._request_stop):
             try:
-                code = self._keep_alive(self._open(run, events))
+                fleet = self.open_pool(run, events)
+                self._write_status(fleet)
+                say(f"[Tabs] Running; status in {self.cfg.run_dir / 'status.json'}. Ctrl+C stops and closes every tab.")
+                code = self._keep_alive(fleet)
             except KeyboardInterrupt:
                 pass
             except Exception as exc:
@@ -152,8 +146,9 @@ class TabsCommand:
                     self._close(run, events)
         return code
 
-    def _open(self, run: RunPieces, events: EventLog) -> Fleet:
-        """The browser with one tab per port, each page loaded (the pages connect when the trainer listens)."""
+    def open_pool(self, run: RunPieces, events: EventLog) -> Fleet:
+        """The browser with one tab per port, each page loaded (the pages connect when the trainer listens).
+        Also what a Ray host of `tabs --ray` opens on its machine (orchestrator/ray_host.py)."""
         cfg = self.cfg
         browser = find_browser(cfg.browser)
         urls = tab_urls(run, cfg, self.ports)
@@ -163,9 +158,12 @@ class TabsCommand:
         fleet.run(fleet.pool.start(), timeout=cfg.connect_timeout + 60)
         for tab in fleet.pool.tabs:
             say(f"[Tabs] tab {tab.index + 1} -> ws://localhost:{tab.port} (renderer pid {tab.renderer_pid})")
-        self._write_status(fleet)
-        say(f"[Tabs] Running; status in {cfg.run_dir / 'status.json'}. Ctrl+C stops and closes every tab.")
         return fleet
+
+    def tick(self, fleet: Fleet) -> dict[str, Any]:
+        """One round of keeping alive: reload the tabs idle too long; the status now."""
+        fleet.run(self._reload_idle(fleet), timeout=30)
+        return self.status(fleet)
 
     def _keep_alive(self, fleet: Fleet) -> int:
         """Until stopped: reload idle tabs, rewrite status.json, print the status line when it changes."""
@@ -175,8 +173,7 @@ class TabsCommand:
             if fleet.fatal:
                 say(f"[Tabs] ✗ stopping: {fleet.fatal}")
                 return 1
-            fleet.run(self._reload_idle(fleet), timeout=30)
-            line = self._status_line(self._write_status(fleet))
+            line = self._status_line(self._write_status(fleet, self.tick(fleet)))
             if line != last_line or time.monotonic() >= next_status:
                 say(line)
                 last_line, next_status = line, time.monotonic() + STATUS_REPEAT_S
@@ -202,6 +199,31 @@ class TabsCommand:
             time.sleep(0.1)
 
 
+def write_tabs_status(cfg: RunConfig, data: dict[str, Any]) -> dict[str, Any]:
+    """status.json of a `tabs` run, replaced atomically."""
+    path = cfg.run_dir / "status.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return data
+
+
+def status_line(data: dict[str, Any]) -> str:
+    """The console line of the tabs' state (with --ray, each tab named with its host)."""
+    parts = [
+        ("" if t.get("host") is None else f"host {t['host']} ")
+        + f"{t['tab']}:{t['port']} {'connected' if t['connected'] else t['state']} "
+        f"(pid {t['renderer_pid']}, {t['restarts']} restarts)"
+        for t in data["tabs"]
+    ]
+    up = sum(1 for t in data["tabs"] if t["connected"])
+    return f"[Tabs] {up}/{len(parts)} connected · " + " · ".join(parts)
+
+
 def run_tabs(cfg: RunConfig) -> int:
+    if cfg.ray is not None:
+        from orchestrator.ray_fleet import run_tabs_on_ray  # Ray is imported only when asked for
+
+        return run_tabs_on_ray(cfg)
     return TabsCommand(cfg).run()
 

@@ -69,6 +69,14 @@ class RunSummary:
     # per_kind counts, recovery_s per kind, missing (each fault not injected or not recovered, and
     # why), overtime_s (training past --timesteps for planned faults)
     faults: dict[str, Any] = field(default_factory=dict)
+    # with --ray: the number of hosts, how often one came back after failing, the steps each
+    # host's tabs handed to the trainer, and the machine each runs on
+    hosts: int = 0
+    host_restarts: int = 0
+    host_steps: list[int] = field(default_factory=list)
+    host_machines: list[str] = field(default_factory=list)
+    hosts_out_at_end: list[int] = field(default_factory=list)  # hosts (1-based) still out when the run ended
+    ray_startup_s: float | None = None
     evaluation: dict[str, Any] | None = None
     task: dict[str, Any] | None = None  # task metrics of the last episodes trained (training/task_metrics.py)
     run_dir: str = ""
@@ -91,7 +99,9 @@ def run_training(cfg: RunConfig, monitor: MonitorSettings | None = None) -> RunS
                 raise CheckpointLoadError(refusal)  # before a browser starts
             set_up_training(run, cfg, monitor or MonitorSettings(), events)
             summary.startup_s = round(time.monotonic() - began, 3)
-            say(f"[Setup] All {len(run.fleet.ports) if run.fleet else cfg.envs} tabs connected in {summary.startup_s:.1f} s")
+            summary.envs = run.venv.num_envs // cfg.sims_per_tab if run.venv is not None else cfg.envs
+            tabs = len(run.fleet.ports) if run.fleet is not None else summary.envs  # the evaluation tab too
+            say(f"[Setup] All {tabs} tabs connected in {summary.startup_s:.1f} s")
             if cfg.command == "evaluate":
                 _evaluate_job(cfg, run, summary)
             else:
@@ -141,11 +151,18 @@ def _close_run(run: RunPieces, summary: RunSummary, events: EventLog) -> None:
 
 
 def _note_fleet(summary: RunSummary, fleet: Fleet, events: EventLog) -> None:
-    summary.tab_restarts = sum(t.restarts for t in fleet.pool.tabs)
+    summary.tab_restarts = fleet.tab_restarts()
     summary.tab_failures_seen = sum(h.failures for h in fleet.health.values())
     summary.recovery_s = [round(s, 3) for s in fleet.recoveries()]
     summary.page_restart_requests = events.counts.get("restart_request", 0)
     summary.outages = fleet.outage_summary()
+    if hasattr(fleet, "host_steps"):  # --ray: a HostFleet (orchestrator/ray_fleet.py)
+        for key, value in fleet.summary().items():
+            setattr(summary, key, value)
+        summary.ray_startup_s = round(fleet.ray_startup_s, 3)
+        if summary.hosts_out_at_end:
+            say(f"[Ray] ! host(s) {', '.join(map(str, summary.hosts_out_at_end))} were still out when the run ended: "
+                "their tabs had frozen steps since they failed (events.jsonl: host_failed)")
 
 
 def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSummary) -> None:
@@ -156,8 +173,9 @@ def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSum
     say(f"Using {cfg.envs} parallel environments")
     chaos = None
     if cfg.chaos:
+        on_ray = {"inject": fleet.inject, "hosts": fleet.host_tabs} if cfg.ray else {}
         chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime,
-                            ports=venv.ports)  # the training tabs: the evaluation tab steps only now and then
+                            ports=venv.ports, **on_ray)  # the training tabs: the evaluation tab steps only now and then
         settings.train_on = chaos.wants_more_steps
     result = train(
         settings,

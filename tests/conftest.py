@@ -33,11 +33,34 @@ def lunarfleet_processes() -> dict[int, str]:
     return found
 
 
+RAY_PROCESS_WORDS = ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard", "log_monitor", "runtime_env")
+
+
+def tagged_processes(tag_value: str) -> dict[int, str]:
+    """Processes whose environment carries LUNARFLEET_TAG=`tag_value`: what a test's CLI started,
+    however far down (Ray's GCS, raylet and workers inherit it from the driver, and the hosts'
+    Chromium from them), also after their parent died and they were re-parented."""
+    found = {}
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid == me or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("LUNARFLEET_TAG") == tag_value:
+                found[proc.pid] = " ".join(proc.info.get("cmdline") or [])[:160]
+    return found
+
+
+def ray_processes(found: dict[int, str]) -> dict[int, str]:
+    return {p: c for p, c in found.items() if any(w in c for w in RAY_PROCESS_WORDS)}
+
+
 @pytest.fixture
 def no_leftovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fails the test if it leaves a Chromium, driver or child process behind (and ends them).
+    """Fails the test if it leaves a Chromium, driver, Ray or child process behind (and ends them).
 
-    Browsers are told apart from other runs on the machine by a per-test LUNARFLEET_TAG.
+    Browsers are told apart from other runs on the machine by a per-test LUNARFLEET_TAG, which
+    every process a test's CLI starts inherits (Ray's processes and the Chromium of Ray hosts too).
     """
     tag = f"{TAG_FLAG}=test-{os.getpid()}-{time.monotonic_ns()}"
     monkeypatch.setenv("LUNARFLEET_TAG", tag.split("=", 1)[1])
@@ -50,15 +73,17 @@ def no_leftovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             p for p in psutil.Process().children(recursive=True)
             if p.pid not in before_children and p.status() != psutil.STATUS_ZOMBIE
         ]
-        if not browsers and not children:
+        tagged = tagged_processes(tag.split("=", 1)[1])
+        if not browsers and not children and not tagged:
             return
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    for pid in list(browsers) + [p.pid for p in children]:
+    for pid in list(browsers) + [p.pid for p in children] + list(tagged):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    pytest.fail(f"left behind: browsers {list(browsers)}, child processes {[p.info if hasattr(p, 'info') else p.pid for p in children]}")
+    pytest.fail(f"left behind: browsers {list(browsers)}, Ray processes {ray_processes(tagged)}, other tagged processes "
+                f"{list(tagged)}, child processes {[p.info if hasattr(p, 'info') else p.pid for p in children]}")
 
 
 @pytest.fixture

@@ -217,3 +217,29 @@ def test_the_trainer_trains_past_the_target_until_the_chaos_phase_is_done(tmp_pa
 def test_without_a_chaos_phase_the_trainer_stops_exactly_at_the_target(tmp_path) -> None:  # noqa: ANN001
     result = _train(tmp_path, lambda steps: False)
     assert result.status == "completed" and result.timesteps == 96
+
+
+def test_with_ray_a_host_fault_hits_one_host_and_recovers_when_its_tabs_step_again() -> None:
+    """--ray: `host` (and browser/driver) faults take the hosts in turn; each is recovered once every
+    tab of that host steps again, whatever the other host's tabs do."""
+    fleet, events, injected = FakeFleet(tabs=4), Events(), []
+    hosts = [[0, 1], [2, 3]]
+    monkey = ChaosMonkey({"host": 2, "crash": 1}, 10_000, fleet, events, steps_per_vec_step=4, overtime_s=600,  # type: ignore[arg-type]
+                         inject=injected.append, hosts=hosts)
+    assert [(f.kind, f.tab, f.host) for f in monkey.faults] == [("host", -1, 0), ("crash", 1, None), ("host", -1, 1)]
+    assert monkey.faults[0].where() == "host 1" and monkey.faults[1].where() == "tab 2"
+    monkey.on_steps(0)
+    monkey.on_steps(monkey.gap)
+    assert [f.kind for f in injected] == ["host"]
+    assert fleet.noted == [(9000, "host"), (9001, "host")]  # both tabs of host 1, not host 2's
+    # The other host's tabs stepping again is not this fault's recovery.
+    for port in (9002, 9003):
+        fleet.health[port].stepping_at = time.time() + 0.001
+    monkey.on_steps(monkey.gap + 4)
+    assert not injected[0].settled
+    for port in (9000, 9001):
+        fleet.health[port].stepping_at = time.time() + 0.001
+    monkey.on_steps(monkey.gap + 8)
+    assert injected[0].recovered_s is not None
+    recovered = [f for k, f in events.seen if k == "chaos_recovered"]
+    assert recovered == [{"kind": "host", "tab": 0, "seconds": pytest.approx(0, abs=1), "host": 0}]

@@ -5,6 +5,7 @@ No timing assertions: the machine is shared, so only shapes, signs and consisten
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -61,3 +62,11 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
     assert data["targets"]["collection_4_tabs"]["met"] is None  # no 4-tab rows in this variant
     assert data["fastest_kind"] in ("inline", "subproc", "tie")
     assert "x ceiling" in result.stdout and "start-up: 8 tabs connected" in result.stdout
+    ray = data["ray"]
+    if importlib.util.find_spec("ray") is None:
+        assert "not installed" in ray["skipped"]
+    else:  # (g) 4 tabs through 2 local Ray hosts; no 4-tab inline row here to compare with
+        assert ray["hosts"] == 2 and ray["tabs_per_host"] == 2 and ray["steps_per_s"] > 0
+        assert ray["ray_start_s"] > 0 and ray["hosts_ready_s"] > 0 and ray["ratio_to_inline"] is None
+        assert by[("ray", 4)]["envs"] == 4 and "Ray hosts: 2 x 2 tabs collected" in result.stdout
+        assert data["ray_ppo"]["fps"] > 0 and data["ray_ppo"]["n_envs"] == 4 and by[("ppo-ray", 4)]["steps_per_s"] > 0

@@ -47,6 +47,7 @@ CLOSE_TIMEOUT_S = 15.0
 class InlineTransport(Transport):
     def __init__(self, links: list[TabLink], sims: int, report: Report, health: HealthReporter) -> None:
         self.links, self.sims = links, sims
+        self.report = report  # the health channel (and the caller's hook): where outages go too
         self._report, self._health = report, health
         self._loop = LoopThread("inline-vec-env")
         self._answers: queue.SimpleQueue[tuple[int, Answer | BaseException]] = queue.SimpleQueue()
@@ -267,28 +268,52 @@ class InlineVecEnv(TabVecEnv):
         on_outage: Report | None = None,
         straggler_s: float = STRAGGLER_S,
     ) -> None:
-        if sims < 1:
-            raise ValueError(f"sims must be at least 1, got {sims}")
-        health = HealthReporter(health_port, run_token)
-        report = health if on_event is None else _both(health, on_event)
-        base = settings or PageSettings()
-        total = len(ports) * sims
-        links = [
-            TabLink(port, replace(base, env_id=i * sims, env_count=total, sims=sims), deadlines,
-                    token=token, origins=origins, on_event=report)
-            for i, port in enumerate(ports)
-        ]
-        self.max_episode_steps = base.max_episode_steps
+        transport = inline_transport(
+            ports, settings, deadlines, sims=sims, health_port=health_port, token=token, origins=origins,
+            run_token=run_token, on_event=on_event,
+        )
+        self.max_episode_steps = (settings or PageSettings()).max_episode_steps
         self.respawns = 0  # no worker processes to respawn (the subprocess transport's counter)
         super().__init__(
-            InlineTransport(links, sims, report, health), ports, sims, observation_space(), action_space(),
-            straggler_s=straggler_s, count_episodes=True, on_outage=on_outage or report,
+            transport, ports, sims, observation_space(), action_space(),
+            straggler_s=straggler_s, count_episodes=True, on_outage=on_outage or transport.report,
         )
 
     @property
     def tab_failures(self) -> list[int]:
         assert isinstance(self.transport, InlineTransport)
         return self.transport.tab_failures
+
+
+def inline_transport(
+    ports: Sequence[int],
+    settings: PageSettings | None = None,
+    deadlines: LinkDeadlines | None = None,
+    *,
+    sims: int = 1,
+    health_port: int | None = None,
+    token: str | None = None,
+    origins: list[str | None] | None = None,
+    run_token: str = "",
+    on_event: Report | None = None,
+    first_env: int = 0,
+    env_count: int | None = None,
+) -> InlineTransport:
+    """The tabs on `ports`, driven from this process; their pages listen once this returns.
+    `first_env` and `env_count` place them among the run's envs when other machines hold the
+    rest (a Ray host, orchestrator/ray_host.py)."""
+    if sims < 1:
+        raise ValueError(f"sims must be at least 1, got {sims}")
+    health = HealthReporter(health_port, run_token)
+    report = health if on_event is None else _both(health, on_event)
+    base = settings or PageSettings()
+    total = env_count or len(ports) * sims
+    links = [
+        TabLink(port, replace(base, env_id=first_env + i * sims, env_count=total, sims=sims), deadlines,
+                token=token, origins=origins, on_event=report)
+        for i, port in enumerate(ports)
+    ]
+    return InlineTransport(links, sims, report, health)
 
 
 def _both(health: HealthReporter, on_event: Report) -> Report:

@@ -1,0 +1,76 @@
+"""`lunarfleet bench`, (g): the same number of tabs through Ray hosts (`--ray local --hosts 2`,
+2 tabs each, by default) against the inline vec env's row for as many tabs in this run; PPO
+through them at the original app's settings (rollouts of `--ppo-rollout` steps, one simulation per
+tab; compared with `ppo-inline` where the full bench measures it); and the seconds Ray takes to
+start and the hosts to have their tabs connected.
+
+The hosts are made as `train --ray` makes them (`orchestrator/ray_fleet.py`), each with its own
+browser and page server. Skipped, and said so, where Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.bench_ppo import ppo_fps
+from orchestrator.bench_results import MAX_EPISODE_STEPS, Row
+from orchestrator.config import RunConfig
+from orchestrator.events import EventLog
+
+if TYPE_CHECKING:
+    from orchestrator.bench_session import Bench
+
+PORT_OFFSET = 200  # the hosts' ports, clear of the bench's own tabs and page server
+
+
+def ray_phase(bench: Bench) -> None:
+    from orchestrator.ray_fleet import HostFleet, RayMissing, require_ray, start_ray
+
+    s, r = bench.s, bench.result
+    try:
+        require_ray()
+    except RayMissing as exc:
+        r.ray = {"skipped": str(exc)}
+        bench.say(f"[Bench]   skipped: {exc}")
+        return
+    hosts, tabs = s.ray_hosts, s.ray_tabs_per_host
+    cfg = RunConfig(
+        command="bench", envs=tabs, ray=s.ray, hosts=hosts, max_episode_steps=MAX_EPISODE_STEPS,
+        base_port=s.base_port + PORT_OFFSET, app_port=s.app_port + PORT_OFFSET, browser=s.browser,
+        runs_dir=Path(tempfile.gettempdir()),
+    )
+    began = time.monotonic()
+    hosts, ray_s = start_ray(s.ray, hosts)
+    fleet = HostFleet(cfg, EventLog(None, echo=False), hosts)
+    try:
+        hosts_s = fleet.start(cfg)
+        from training.ray_transport import RayVecEnv
+
+        with contextlib.closing(RayVecEnv(fleet.actors, tabs, fleet.ports, report=fleet)) as venv:
+            row = bench.row("ray", hosts * tabs, 1, venv)
+            if s.ppo:
+                import torch
+
+                from orchestrator.sizing import trainer_threads
+
+                torch.set_num_threads(trainer_threads(envs=hosts * tabs))  # as train and the PPO phase (c) do
+                r.ray_ppo = ppo_fps(venv, s.ppo_rollout, 1)
+                r.rows.append(Row("ppo-ray", hosts * tabs, 1, hosts * tabs, round(r.ray_ppo["fps"], 1),
+                                  note=f"PPO fps, {hosts} Ray hosts"))
+                bench.say(f"[Bench]   PPO {r.ray_ppo['fps']:,.0f} fps through Ray hosts (n_steps {r.ray_ppo['n_steps']}; "
+                          f"collecting {r.ray_ppo['collect_s']:.1f} s, training {r.ray_ppo['train_s']:.1f} s)")
+    finally:
+        fleet.stop()
+    inline = next((x for x in r.rows if x.mode == "inline" and x.tabs == hosts * tabs), None)
+    row.note = f"{hosts} hosts x {tabs} tabs, --ray {s.ray}"
+    r.ray = {
+        "address": s.ray, "hosts": hosts, "tabs_per_host": tabs, "steps_per_s": row.steps_per_s,
+        "inline_steps_per_s": inline.steps_per_s if inline else None,
+        "ratio_to_inline": round(row.steps_per_s / inline.steps_per_s, 3) if inline else None,
+        "ray_start_s": round(ray_s, 2), "hosts_ready_s": round(hosts_s, 2),
+        "total_s": round(time.monotonic() - began, 1),
+    }

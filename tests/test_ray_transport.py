@@ -1,0 +1,138 @@
+"""The Ray transport's decisions, over a real local Ray with fake host actors (no Chromium).
+
+A fake host (tests/fake_ray_host.py) answers like `orchestrator/ray_host.py`: a `HostReply` with
+one `Stepped` per tab it was sent actions for. Ray's failures are real: `ray.kill`
+with and without restart, an actor slower than the straggler grace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from tests import fake_ray_host  # noqa: E402
+from tests.fake_ray_host import TABS  # noqa: E402
+from training import ray_transport  # noqa: E402 - needs Ray
+from training.ray_transport import HOST_FAILURE, RayVecEnv  # noqa: E402
+from training.step_round import TAB_FAILURE, TAB_WAITING  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the module; none of its processes may outlive it."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        left = psutil.wait_procs([psutil.Process(p) for p in ours if psutil.pid_exists(p)], timeout=20)[1]
+        for proc in left:
+            proc.kill()
+        assert not left, f"Ray left processes behind: {[p.pid for p in left]}"
+
+
+FakeHost = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(fake_ray_host.FakeHost)
+
+
+def _venv(hosts: list[Any], straggler_s: float = 0.3) -> tuple[RayVecEnv, list[tuple[str, dict[str, Any]]]]:
+    reports: list[tuple[str, dict[str, Any]]] = []
+    venv = RayVecEnv(hosts, TABS, list(range(len(hosts) * TABS)), report=lambda k, f: reports.append((k, f)),
+                     straggler_s=straggler_s)
+    venv.reset()
+    return venv, reports
+
+
+def _step(venv: RayVecEnv) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    return venv.step(np.zeros((venv.num_envs, 2), dtype=np.float32))
+
+
+def test_one_call_per_host_per_vec_step(local_ray) -> None:
+    hosts = [FakeHost.remote(), FakeHost.remote()]
+    venv, _ = _venv(hosts)
+    try:
+        for _ in range(5):
+            obs, rewards, dones, infos = _step(venv)
+            assert rewards.tolist() == [1.0] * 4 and not dones.any()
+        assert [ray.get(h.count.remote()) for h in hosts] == [(5, 10), (5, 10)]  # 5 calls, 2 tabs each
+        assert obs[:, 0].tolist() == [9.0, 10.0, 9.0, 10.0]  # each host's answers land on its own tabs
+        assert venv.ray_transport.host_steps() == [10, 10]
+    finally:
+        venv.close()
+
+
+def test_a_host_past_the_grace_gets_frozen_steps_and_its_late_answer_counts(local_ray) -> None:
+    hosts = [FakeHost.remote(), FakeHost.remote(delay_s=1.5)]
+    venv, _ = _venv(hosts, straggler_s=0.2)
+    try:
+        obs, rewards, dones, infos = _step(venv)
+        assert [i.get(TAB_WAITING) for i in infos] == [None, None, "slow", "slow"]
+        assert rewards.tolist() == [1.0, 1.0, 0.0, 0.0]
+        # The slow host's late reply is its tabs' next real step, whenever it comes in; the others
+        # step on meanwhile.
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            obs, rewards, dones, infos = _step(venv)
+            assert rewards[:2].tolist() == [1.0, 1.0]
+            if infos[2].get(TAB_WAITING) is None:
+                break
+        assert rewards[2:].tolist() == [1.0, 1.0] and obs[2:, 0].tolist() == [1.0, 2.0]
+    finally:
+        venv.close()
+
+
+def test_a_killed_host_is_an_outage_of_its_tabs_until_it_rejoins(local_ray) -> None:
+    hosts = [FakeHost.remote(), FakeHost.remote()]
+    venv, reports = _venv(hosts)
+    try:
+        _step(venv)
+        ray.kill(hosts[1], no_restart=False)
+        steps_of_host_0 = []
+        cut = None
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            obs, rewards, dones, infos = _step(venv)  # never raises for the host
+            steps_of_host_0.append(venv.ray_transport.host_steps()[0])
+            if any(i.get(TAB_FAILURE) == HOST_FAILURE for i in infos[2:]):
+                cut = infos
+                break
+        assert cut is not None, reports
+        kinds = [k for k, _ in reports]
+        assert kinds.index("host_failed") < kinds.index("host_back")
+        # Host 0's tabs stepped on throughout: its count grew with every vec step of the outage.
+        assert all(b > a for a, b in zip(steps_of_host_0, steps_of_host_0[1:], strict=False)), steps_of_host_0
+        # The rejoined tabs: one-step truncations from their last good observation, the new pages' next.
+        assert dones[2:].all() and obs[2:, 0].tolist() == [-1.0, -1.0]
+        assert venv.tab_failures == [0, 0, 1, 1]
+        obs, rewards, dones, infos = _step(venv)
+        assert rewards.tolist() == [1.0] * 4  # all four tabs step again
+    finally:
+        venv.close()
+
+
+def test_a_host_gone_for_good_leaves_its_tabs_out_and_says_so(local_ray, monkeypatch) -> None:
+    monkeypatch.setattr(ray_transport, "STILL_OUT_EVERY_S", 0.5)
+    hosts = [FakeHost.remote(), FakeHost.remote()]
+    venv, reports = _venv(hosts)
+    try:
+        _step(venv)
+        ray.kill(hosts[1], no_restart=True)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and "host_still_out" not in [k for k, _ in reports]:
+            obs, rewards, dones, infos = _step(venv)
+        still_out = [f for k, f in reports if k == "host_still_out"]
+        assert still_out and still_out[0]["host"] == 1 and still_out[0]["tabs"] == [2, 3]
+        for _ in range(3):
+            obs, rewards, dones, infos = _step(venv)
+            assert rewards.tolist() == [1.0, 1.0, 0.0, 0.0]  # the others train on
+            assert [i.get(TAB_WAITING) for i in infos[2:]] == [HOST_FAILURE, HOST_FAILURE]
+        assert "host_back" not in [k for k, _ in reports]
+    finally:
+        venv.close()
