@@ -72,7 +72,7 @@ class RunConfig:
     keep_checkpoints: int = 0
     curriculum: list[int] | None = None  # stage budgets in steps
     batch_size: int = 64
-    ent_coef: float = 0.0  # PPO entropy bonus (the original app's 0.01 makes the action noise grow)
+    ent_coef: float = 0.01  # PPO entropy bonus (the original app's)
     vec_env: str = DEFAULT_VEC_ENV
     sims_per_tab: int = 1  # simulations per tab of the embedded page (URL parameter sims)
     connect_click: str | None = None  # selector to click once a page loaded (click-to-connect pages)

@@ -33,13 +33,8 @@ Say = Callable[[str], None]
 
 @dataclass
 class PPOSettings:
-    """The original app's hyperparameters (train_ppo_parallel.py), but for the entropy bonus.
-
-    The original's ent_coef 0.01 makes the action noise grow instead of shrink on the rover's
-    bounded actions (noise beyond the bounds is clipped away, so it costs the policy nothing while
-    the bonus pays for it): measured std 1.0 -> 1.9 over 600k steps of its curriculum, a policy
-    no better than random. 0 lets the noise shrink as the policy learns (docs/rover-sim.md).
-    """
+    """The original app's hyperparameters (train_ppo_parallel.py); `--ent-coef` changes the entropy bonus
+    (docs/rover-sim.md has what 0.01 and 0 did to the rover's action noise)."""
 
     learning_rate: float = 3e-4
     n_steps: int = 2048
@@ -48,7 +43,7 @@ class PPOSettings:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_range: float = 0.2
-    ent_coef: float = 0.0
+    ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
 
