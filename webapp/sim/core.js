@@ -385,7 +385,8 @@ export class RoverSim {
       }
     }
     st.heldCount = n;
-    if (n > 0) st.enterRewarded = false;
+    if (n === 0) return this.weights.emptyGrab;
+    st.enterRewarded = false;
     st.loadReward = reward;
     return reward;
   }

@@ -17,6 +17,7 @@ const STAGE_TABLE = {
     progressOnlyWhenHolding: false,
     orbProgressScale: 0, // reward per metre closer to the nearest orb on the ground, while empty
     grab: 0, // per orb, first pick-up of that orb in the episode
+    emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
     enterConstructionHolding: 0, // once per load
     depositConstruction: 0, // per orb
     depositBerm: 0, // per orb
@@ -38,6 +39,7 @@ const STAGE_TABLE = {
     progressOnlyWhenHolding: false,
     orbProgressScale: 0,
     grab: 0,
+    emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
     enterConstructionHolding: 0,
     depositConstruction: 0,
     depositBerm: 0,
@@ -54,7 +56,7 @@ const STAGE_TABLE = {
     forward: 0.005,
     smoothThrottle: 0.003,
     smoothSteering: 0.003,
-    oscillation: -0.005,
+    oscillation: -0.003,
     progressScale: 2,
     // Orbs lie in the excavation strip: pulling an empty rover toward the construction zone
     // would fight the grab reward, so this stage shapes only the trip with a load, and the
@@ -62,6 +64,7 @@ const STAGE_TABLE = {
     progressOnlyWhenHolding: true,
     orbProgressScale: 0.5,
     grab: 0.5, // given back, with the trip shaping, if the load is dropped outside
+    emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
     enterConstructionHolding: 2,
     depositConstruction: 4,
     depositBerm: 5,
@@ -83,6 +86,7 @@ const STAGE_TABLE = {
     progressOnlyWhenHolding: false,
     orbProgressScale: 0,
     grab: 0.15,
+    emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
     enterConstructionHolding: 1,
     depositConstruction: 10,
     depositBerm: 20,

@@ -148,11 +148,11 @@ for (const [place, x, key, infoKey] of [
       assert.equal(release.observation[4], 0);
       assert.equal(sim.state.heldCount, 0);
       assert.deepEqual([0, 1, 2].map((i) => sim.state.orbs.status[i]), [ORB_DEPOSITED, ORB_DEPOSITED, ORB_DEPOSITED]);
-      // Deposited orbs are out of play: the next grab finds nothing.
+      // Deposited orbs are out of play: the next grab finds nothing (an empty press).
       sim.step([0, 0, 0]);
       const regrab = sim.step([0, 0, 1]);
       assert.equal(sim.state.heldCount, 0);
-      assert.ok(near(regrab.reward, w.step + w.idle));
+      assert.ok(near(regrab.reward, w.step + w.idle + w.emptyGrab));
     }
   });
 }
@@ -412,8 +412,26 @@ test('no stage makes ending the episode in a collision a way to stop paying per-
   // the cheapest policy: the reward gaming the original weights taught (docs/rover-sim.md).
   for (const stage of STAGE_LIST) {
     const w = STAGES[stage];
-    const worstStep = -w.step + Math.max(-w.idle, -w.backward) - w.oscillation;
+    // An empty dig press needs dig low on the step before: at most every other step.
+    const worstStep = -w.step + Math.max(-w.idle, -w.backward) - w.oscillation - w.emptyGrab / 2;
     assert.ok(100 * worstStep <= -w.collision / 2, `stage ${stage}: ${100 * worstStep} vs ${w.collision}`);
+  }
+});
+
+test('a dig press with no orb in the scoop costs emptyGrab; one with an orb costs nothing of it', () => {
+  for (const stage of STAGE_LIST) {
+    const w = STAGES[stage];
+    assert.ok(w.emptyGrab < 0 && w.emptyGrab > -w.grab - 1, `stage ${stage}`);
+    const sim = new RoverSim({ seed: 3, stage, maxSteps: 1000 });
+    sim.reset();
+    for (let i = 0; i < sim.state.orbs.count; i++) sim.state.orbs.status[i] = ORB_DEPOSITED;
+    sim.teleport(1.0, 2.5, 0, 0);
+    sim.step([0, 0, 0]); // pays leaving the start zone once
+    const idle = sim.step([0, 0, 0]).reward;
+    const pressed = sim.step([0, 0, 1]).reward;
+    assert.ok(near(pressed - idle, w.emptyGrab, 1e-9), `stage ${stage}: ${pressed - idle}`);
+    const held = sim.step([0, 0, 1]).reward; // no rising edge: no press
+    assert.ok(near(held, idle, 1e-9), `stage ${stage}: held ${held}`);
   }
 });
 
