@@ -112,8 +112,7 @@ export class RoverSim {
       prevOrb: -1, // nearest orb on the ground after the last step, for orb progress shaping
       prevOrbDistance: 0,
       wasInConstruction: false,
-      enterRewarded: false, // "enter construction zone holding orbs" is paid once per load
-      loadReward: 0, // reward the current load has earned so far (grab, trip shaping, entry)
+      reachedConstruction: false, // "reach the construction zone" is paid once per episode
       orbsCollected: 0,
       depositedConstruction: 0,
       depositedBerm: 0,
@@ -167,8 +166,7 @@ export class RoverSim {
     st.prevDig = 0;
     st.prevSpeedCmd = 0;
     st.prevTurnCmd = 0;
-    st.enterRewarded = false;
-    st.loadReward = 0;
+    st.reachedConstruction = false;
     st.orbsCollected = 0;
     st.depositedConstruction = 0;
     st.depositedBerm = 0;
@@ -195,7 +193,9 @@ export class RoverSim {
     const r = st.rover;
     st.prevDistance = Math.hypot(r.x - CONSTRUCTION_CENTRE_X, r.y - CONSTRUCTION_CENTRE_Y);
     st.wasInConstruction = inConstruction(r.x, r.y);
+    if (st.wasInConstruction) st.reachedConstruction = true;
     if (!inStart(r.x, r.y)) st.leftStart = true;
+    this._loadProgress(st.prevDistance);
     this._trackNearestOrb();
   }
 
@@ -269,12 +269,9 @@ export class RoverSim {
     }
 
     const distance = Math.hypot(r.x - CONSTRUCTION_CENTRE_X, r.y - CONSTRUCTION_CENTRE_Y);
-    if (w.progressScale !== 0 && (st.heldCount > 0 || !w.progressOnlyWhenHolding)) {
-      const progress = w.progressScale * (st.prevDistance - distance);
-      reward += progress;
-      if (st.heldCount > 0) st.loadReward += progress;
-    }
+    if (w.progressScale !== 0) reward += w.progressScale * (st.prevDistance - distance);
     st.prevDistance = distance;
+    if (w.loadProgressScale !== 0 && st.heldCount > 0) reward += w.loadProgressScale * this._loadProgress(distance);
     // Toward the nearest orb while empty; only while it stays the same orb, so a grab (the
     // nearest orb is gone) or a drop (a nearer one appears) is no jump in the shaping.
     if (w.orbProgressScale !== 0 && st.heldCount === 0 && st.prevOrb >= 0 && this._nearestOrb() === st.prevOrb) {
@@ -282,10 +279,12 @@ export class RoverSim {
     }
 
     const nowInConstruction = inConstruction(r.x, r.y);
-    if (nowInConstruction && !st.wasInConstruction && st.heldCount > 0 && !st.enterRewarded) {
-      st.enterRewarded = true;
+    if (nowInConstruction && !st.reachedConstruction) {
+      st.reachedConstruction = true;
+      reward += w.reachConstruction;
+    }
+    if (nowInConstruction && !st.wasInConstruction && st.heldCount > 0 && this._firstEntry()) {
       reward += w.enterConstructionHolding;
-      st.loadReward += w.enterConstructionHolding;
     }
     st.wasInConstruction = nowInConstruction;
 
@@ -385,10 +384,7 @@ export class RoverSim {
       }
     }
     st.heldCount = n;
-    if (n === 0) return this.weights.emptyGrab;
-    st.enterRewarded = false;
-    st.loadReward = reward;
-    return reward;
+    return n === 0 ? this.weights.emptyGrab : reward;
   }
 
   /** Drops the load where the rover stands; scores a deposit or a drop outside. */
@@ -411,9 +407,6 @@ export class RoverSim {
       k++;
     }
     st.heldCount = 0;
-    st.enterRewarded = false;
-    const earned = st.loadReward;
-    st.loadReward = 0;
     if (berm) {
       st.depositedBerm += n;
       return n * w.depositBerm;
@@ -422,9 +415,38 @@ export class RoverSim {
       st.depositedConstruction += n;
       return n * w.depositConstruction;
     }
-    // A load dropped outside gives back all it earned (grab, trip shaping, zone entry), so no
-    // part of a delivery pays unless the delivery is made: dig noise cannot farm it.
-    return dropOutsidePenalty(w, n, ORB_COUNT) - earned;
+    // Nothing earned is taken back: each part of a delivery pays once per orb (grab, each metre
+    // of the trip, the zone entry), so grab/drop cycles cannot farm it and a load lost to dig
+    // noise keeps what it taught.
+    return dropOutsidePenalty(w, n, ORB_COUNT);
+  }
+
+  /**
+   * Metres the held orbs gained on their best distance to the construction centre (the rover's
+   * centre stands for the load). Each metre of an orb's way pays once per episode: carrying it
+   * back and forth, or dropping and carrying it again, earns nothing twice.
+   */
+  _loadProgress(distance) {
+    const orbs = this.state.orbs;
+    let gained = 0;
+    for (let i = 0; i < orbs.count; i++) {
+      if (orbs.status[i] !== ORB_HELD || distance >= orbs.bestDistance[i]) continue;
+      gained += orbs.bestDistance[i] - distance;
+      orbs.bestDistance[i] = distance;
+    }
+    return gained;
+  }
+
+  /** Marks the held orbs as carried into the construction zone; true if one never was before. */
+  _firstEntry() {
+    const orbs = this.state.orbs;
+    let first = false;
+    for (let i = 0; i < orbs.count; i++) {
+      if (orbs.status[i] !== ORB_HELD || orbs.everEntered[i]) continue;
+      orbs.everEntered[i] = 1;
+      first = true;
+    }
+    return first;
   }
 
   /** The 30-float observation of docs/wire-protocol.md, each value finite in [-1, 1]. */

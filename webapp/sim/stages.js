@@ -13,30 +13,34 @@ const STAGE_TABLE = {
     smoothThrottle: 0.005, // while driving forward, speed command changed < SMOOTH_DELTA
     smoothSteering: 0.005, // while driving forward, turn command changed < SMOOTH_DELTA
     oscillation: -0.01, // speed command reversed by more than OSCILLATION_DELTA
-    progressScale: 0, // reward per metre closer to the construction zone centre
-    progressOnlyWhenHolding: false,
+    progressScale: 0, // reward per metre the rover gets closer to the construction zone centre
+    reachConstruction: 0, // once per episode, the first time the rover is in the construction zone
+    loadProgressScale: 0, // reward per metre a held orb beats its best distance to that centre
     orbProgressScale: 0, // reward per metre closer to the nearest orb on the ground, while empty
     grab: 0, // per orb, first pick-up of that orb in the episode
     emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
-    enterConstructionHolding: 0, // once per load
+    enterConstructionHolding: 0, // once per load that holds an orb never carried in before
     depositConstruction: 0, // per orb
     depositBerm: 0, // per orb
-    dropOutsideMin: 0, // one orb dropped outside the construction zone (beside giving back what the load earned)
+    dropOutsideMin: 0, // one orb dropped outside the construction zone
     dropOutsideMax: 0, // all orbs dropped outside at once
   },
   2: {
     name: 'navigation',
-    step: -0.001,
+    step: -0.0005,
     collision: -10,
     leaveStart: 1,
     idle: -0.01,
-    backward: -0.02, // outweighs any progress shaping a reversing rover could earn
-    forward: 0.01,
-    smoothThrottle: 0.005,
-    smoothSteering: 0.005,
-    oscillation: -0.01,
-    progressScale: 1,
-    progressOnlyWhenHolding: false,
+    backward: -0.04, // outweighs any progress shaping a reversing rover could earn
+    // Driving style is stage 1's lesson: kept small here, so that driving safely in circles for
+    // a whole episode pays less than the way to the construction zone.
+    forward: 0.002,
+    smoothThrottle: 0.001,
+    smoothSteering: 0.001,
+    oscillation: -0.004,
+    progressScale: 2,
+    reachConstruction: 5,
+    loadProgressScale: 0,
     orbProgressScale: 0,
     grab: 0,
     emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
@@ -53,17 +57,18 @@ const STAGE_TABLE = {
     leaveStart: 0.3,
     idle: -0.01,
     backward: -0.04,
-    forward: 0.005,
-    smoothThrottle: 0.003,
-    smoothSteering: 0.003,
+    forward: 0.001,
+    smoothThrottle: 0.0005,
+    smoothSteering: 0.0005,
     oscillation: -0.003,
-    progressScale: 2,
     // Orbs lie in the excavation strip: pulling an empty rover toward the construction zone
-    // would fight the grab reward, so this stage shapes only the trip with a load, and the
-    // trip to an orb without one.
-    progressOnlyWhenHolding: true,
+    // would fight the grab reward, so this stage shapes only the trip with a load (each metre
+    // of an orb's way once), and the trip to an orb without one.
+    progressScale: 0,
+    reachConstruction: 0,
+    loadProgressScale: 2,
     orbProgressScale: 0.5,
-    grab: 0.5, // given back, with the trip shaping, if the load is dropped outside
+    grab: 0.5,
     emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
     enterConstructionHolding: 2,
     depositConstruction: 4,
@@ -83,7 +88,8 @@ const STAGE_TABLE = {
     smoothSteering: 0,
     oscillation: -0.02,
     progressScale: 0,
-    progressOnlyWhenHolding: false,
+    reachConstruction: 0,
+    loadProgressScale: 0,
     orbProgressScale: 0,
     grab: 0.15,
     emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)

@@ -216,6 +216,8 @@ function placeOrbs(rng, orbs) {
     orbs.y[i] = y;
     orbs.status[i] = ORB_ON_GROUND;
     orbs.everGrabbed[i] = 0;
+    orbs.everEntered[i] = 0;
+    orbs.bestDistance[i] = Math.hypot(x - CONSTRUCTION_CENTRE_X, y - CONSTRUCTION_CENTRE_Y);
   }
   orbs.count = ORB_COUNT;
 }
@@ -247,6 +249,8 @@ export function createLayout() {
       y: new Float64Array(ORB_COUNT),
       status: new Uint8Array(ORB_COUNT),
       everGrabbed: new Uint8Array(ORB_COUNT),
+      everEntered: new Uint8Array(ORB_COUNT), // carried into the construction zone this episode
+      bestDistance: new Float64Array(ORB_COUNT), // nearest it has been to the construction centre
     },
   };
 }

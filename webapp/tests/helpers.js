@@ -1,5 +1,13 @@
 // Shared set-ups for the tests: known poses in a cleared arena.
-import { RoverSim, STAGES, ORB_DEPOSITED, ORB_ON_GROUND, mulberry32 } from '../sim/core.js';
+import {
+  CONSTRUCTION_CENTRE_X,
+  CONSTRUCTION_CENTRE_Y,
+  ORB_DEPOSITED,
+  ORB_ON_GROUND,
+  RoverSim,
+  STAGES,
+  mulberry32,
+} from '../sim/core.js';
 
 /**
  * A reset sim with no obstacles and every orb out of play (parked in the top-left corner as
@@ -25,6 +33,7 @@ export function placeOrb(sim, i, x, y) {
   orbs.x[i] = x;
   orbs.y[i] = y;
   orbs.status[i] = ORB_ON_GROUND;
+  orbs.bestDistance[i] = Math.hypot(x - CONSTRUCTION_CENTRE_X, y - CONSTRUCTION_CENTRE_Y);
   resyncShaping(sim);
 }
 
