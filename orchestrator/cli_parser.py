@@ -6,7 +6,7 @@ import argparse
 import tomllib
 from pathlib import Path
 
-from orchestrator.config import CHAOS_OVERTIME_S
+from orchestrator.config import CHAOS_OVERTIME_S, DASHBOARD_HOST, DASHBOARD_PORT
 from training.outages import STRAGGLER_S
 from training.vec_env import DEFAULT_VEC_ENV, VEC_ENV_KINDS
 
@@ -109,6 +109,12 @@ def _add_tab_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-script", metavar="JS", help="JavaScript run in each page before its own scripts, with {port} and {env_id} filled in, for pages that read their port from a global, e.g. 'window.WS_PORT = {port}'")
     p.add_argument("--watch", action="store_true", help="open tab 1 in a visible browser window (needs a display: DISPLAY or WAYLAND_DISPLAY); without one, says so and carries on headless")
     p.add_argument("--record-video", nargs="?", type=_positive_float, const=60.0, default=0.0, metavar="S", help="record tab 1's page for S seconds (default 60) as .webm into the run folder's videos/; tab 1 then reloads unrecorded, losing that episode")
+    _add_dashboard_options(p)
+
+
+def _add_dashboard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dashboard", nargs="?", type=_positive_int, const=DASHBOARD_PORT, default=None, metavar="PORT", help=f"serve a live web page of the run on PORT (default {DASHBOARD_PORT}; the next free one if taken): every tab as a card with a picture of its canvas every few seconds (click one for a live view), its state, steps/s, restarts, last failure, PSS and CPU; progress, speed, ETA, stage, mean reward and task metrics; the reward and speed curves; the event stream. Its URL, with a token like Jupyter's, is printed at start. In a --config file: dashboard = true or dashboard = PORT")
+    p.add_argument("--dashboard-host", default=DASHBOARD_HOST, metavar="HOST", help=f"where --dashboard listens (default {DASHBOARD_HOST}, this machine only: watch from elsewhere through an ssh tunnel, ssh -L {DASHBOARD_PORT}:localhost:{DASHBOARD_PORT} HOST); 0.0.0.0 opens it to the network, still behind its token")
 
 
 def _add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -157,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_smoke, _add_evaluate, _add_report, _add_doctor, _add_tabs, _add_status, _add_bench):
+    for add in (_add_train, _add_smoke, _add_evaluate, _add_report, _add_doctor, _add_tabs, _add_status, _add_dashboard, _add_bench):
         add(sub)
     return parser
 
@@ -237,6 +243,14 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder, e.g. runs/20250101-120000-train (default: the newest)")
     status.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
     status.add_argument("--json", action="store_true", help="print status.json itself")
+
+
+def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dashboard = sub.add_parser("dashboard", help="serve the web page of a running or finished run from its folder", description="Serve the dashboard page (as train/smoke/tabs --dashboard do) for a run from its folder: status.json, events.jsonl and the thumbnails the run took (runs started with --dashboard have them). A running run is followed live; a finished one shows its final state. Runs until Ctrl+C. Default: the newest run under --runs-dir.")
+    dashboard.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder, e.g. runs/20250101-120000-train (default: the newest)")
+    dashboard.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
+    dashboard.add_argument("--port", type=_positive_int, default=DASHBOARD_PORT, help=f"port of the page (default {DASHBOARD_PORT}; the next free one if taken)")
+    dashboard.add_argument("--host", default=DASHBOARD_HOST, help=f"where it listens (default {DASHBOARD_HOST}, this machine only); 0.0.0.0 opens it to the network, still behind its token")
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,130 @@
+"""The dashboard's pictures of the headless tabs: a small JPEG of each tab's canvas now and then.
+
+Every tab that is stepping is asked, in turn, for a snapshot of its simulation 0 (the embedded
+page's `window.lunarfleet.snapshot()`, webapp/bridge.js; for another page its first canvas), one
+tab every `every_s / tabs` seconds so the cost is spread evenly. The JPEG goes to
+`<run>/thumbnails/tab-N.jpg`, where the dashboard server (orchestrator/dashboard.py) finds it, live
+or after the run. A tab that is being replaced, connecting or failed is skipped: a snapshot never
+waits on a tab that is busy recovering. The tab enlarged on the dashboard (`focus`) is taken at
+FOCUS_FPS, larger, while someone looks at it.
+
+It runs as a task on the pool's own asyncio loop, as every Playwright call of the pool does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from browser_pool.pool import TabPool
+
+EVERY_S = 3.0  # each tab's thumbnail is this old at most
+THUMB_WIDTH = 240  # pixels
+FOCUS_WIDTH = 680  # the embedded arena's own width
+FOCUS_FPS = 4.0
+FOCUS_HOLD_S = 10.0  # the enlarged view asks again every few seconds; after this long unasked, it is closed
+QUALITY = 0.6
+SNAPSHOT_S = 5.0  # a snapshot that takes longer is given up (the tab is busy)
+THUMBNAILS_DIR = "thumbnails"
+SNAPSHOT_STATES = ("stepping", "connected", "loaded")  # tab states (browser_pool/tab_record.py) worth a picture
+
+# The embedded page draws on demand; another page (--url) is read from its first canvas, if it has one
+# that is not tainted by pictures of another origin.
+SNAPSHOT_JS = """([width, quality]) => {
+  const lf = window.lunarfleet;
+  if (lf && typeof lf.snapshot === 'function') return lf.snapshot(width, quality);
+  const canvas = document.querySelector('canvas');
+  if (!canvas || !canvas.width || !canvas.height) return null;
+  const small = document.createElement('canvas');
+  small.width = Math.min(width, canvas.width);
+  small.height = Math.round(canvas.height * small.width / canvas.width);
+  small.getContext('2d').drawImage(canvas, 0, 0, small.width, small.height);
+  try { return small.toDataURL('image/jpeg', quality); } catch (error) { return null; }
+}"""
+
+
+def thumbnail_path(folder: Path, tab: int) -> Path:
+    """Tab `tab` (1-based, as people count tabs)."""
+    return folder / f"tab-{tab}.jpg"
+
+
+class Thumbnailer:
+    """Snapshots of the pool's tabs into `folder`, on the pool's loop (`start(loop)`, `stop()`)."""
+
+    def __init__(self, pool: TabPool, folder: Path, every_s: float = EVERY_S) -> None:
+        self.pool = pool
+        self.folder = folder
+        self.every_s = every_s
+        self.taken = 0
+        self.skipped = 0  # tabs passed over because they were busy (replacing, connecting) or gave no picture
+        self._focus: tuple[int, float] | None = None  # (tab index, wall clock of the latest ask)
+        self._task: asyncio.Future[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._loop = loop
+        self._task = asyncio.run_coroutine_threadsafe(self._run(), loop)
+
+    def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(task.cancel)
+            with contextlib.suppress(Exception):
+                task.result(timeout=SNAPSHOT_S + 5)
+
+    def focus(self, tab: int | None) -> None:
+        """Tab `tab` (0-based) is enlarged on a dashboard: take it at FOCUS_FPS for FOCUS_HOLD_S; None: no more."""
+        self._focus = None if tab is None else (tab, time.time())
+
+    def focused(self) -> int | None:
+        if self._focus is None or time.time() - self._focus[1] > FOCUS_HOLD_S:
+            return None
+        index = self._focus[0]
+        return index if 0 <= index < len(self.pool.tabs) else None
+
+    async def _run(self) -> None:
+        next_tab, next_at = 0, time.monotonic()
+        while True:
+            tabs = len(self.pool.tabs)
+            if tabs and time.monotonic() >= next_at:
+                await self.take(next_tab % tabs, THUMB_WIDTH)
+                next_tab, next_at = next_tab + 1, time.monotonic() + self.every_s / tabs
+            focused = self.focused()
+            if focused is not None:  # the enlarged tab, between the others' turns
+                await self.take(focused, FOCUS_WIDTH)
+                await asyncio.sleep(1 / FOCUS_FPS)
+            else:
+                await asyncio.sleep(max(next_at - time.monotonic(), 0.01))
+
+    async def take(self, index: int, width: int) -> bool:
+        """One snapshot of tab `index` into its file; False when the tab was busy or gave no picture."""
+        tab = self.pool.tabs[index]
+        page = tab.page
+        if page is None or tab.status() not in SNAPSHOT_STATES or tab.lock.locked():
+            self.skipped += 1
+            return False
+        try:
+            data_url = await asyncio.wait_for(page.evaluate(SNAPSHOT_JS, [width, QUALITY]), SNAPSHOT_S)
+        except Exception:  # the page went away or is busy: the next round tries again
+            self.skipped += 1
+            return False
+        if not isinstance(data_url, str) or not data_url.startswith("data:image/jpeg;base64,"):
+            self.skipped += 1
+            return False
+        _write_atomically(thumbnail_path(self.folder, index + 1), base64.b64decode(data_url.split(",", 1)[1]))
+        self.taken += 1
+        return True
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """The dashboard server never sends half a picture."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
