@@ -8,6 +8,7 @@ latest picture.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Callable
@@ -35,14 +36,21 @@ def serve_run_folder(
     if not (run_dir / STATUS_FILE).exists() and not (run_dir / "events.jsonl").exists():
         tell(f"lunarfleet: {run_dir} is not a run folder (no {STATUS_FILE} or events.jsonl); name one under {runs_dir}/")
         return 1
-    stop = stop or threading.Event()
+    if stop is not None:  # a caller that stops it (tests): no signal handlers, which only the main thread may set
+        _serve(run_dir, port, host, tell, stop)
+        return 0
+    stop = threading.Event()
     with stop_signals(lambda signum, frame: stop.set()):
-        dashboard = start_dashboard(run_dir, port, host, tell, live=False)
-        tell(f"[Dashboard] Serving {run_dir}; Ctrl+C stops")
-        try:
-            while not stop.wait(0.5):
-                pass
-        finally:
-            with stop_signals(signal.SIG_IGN):
-                dashboard.close()
+        _serve(run_dir, port, host, tell, stop)
     return 0
+
+
+def _serve(run_dir: Path, port: int, host: str, tell: Callable[[str], None], stop: threading.Event) -> None:
+    dashboard = start_dashboard(run_dir, port, host, tell, live=False)
+    tell(f"[Dashboard] Serving {run_dir}; Ctrl+C stops")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        with stop_signals(signal.SIG_IGN) if threading.current_thread() is threading.main_thread() else contextlib.nullcontext():
+            dashboard.close()

@@ -123,7 +123,9 @@ class RunFolderFeed:
                 stage = record.get("stage")
             text = describe(kind, {k: v for k, v in record.items() if k != "traceback"})
             if text:
-                shown.append({"time": record.get("time"), "kind": kind, "text": text})
+                tab = record.get("tab")
+                shown.append({"time": record.get("time"), "kind": kind, "text": text,
+                              "tab": tab + 1 if isinstance(tab, int) and not isinstance(tab, bool) else None})
         return shown, points, stage
 
     def _read_thumbs(self) -> dict[int, int]:

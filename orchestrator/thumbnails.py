@@ -2,7 +2,8 @@
 
 Every tab that is stepping is asked, in turn, for a snapshot of its simulation 0 (the embedded
 page's `window.lunarfleet.snapshot()`, webapp/bridge.js; for another page its first canvas), one
-tab every `every_s / tabs` seconds so the cost is spread evenly. The JPEG goes to
+tab every `every_s / tabs` seconds so the cost is spread evenly; a tab that starts stepping (at the
+start, or on a new page after a replacement) is pictured at once, and every tab a last time at the end. The JPEG goes to
 `<run>/thumbnails/tab-N.jpg`, where the dashboard server (orchestrator/dashboard.py) finds it, live
 or after the run. A tab that is being replaced, connecting or failed is skipped: a snapshot never
 waits on a tab that is busy recovering. The tab enlarged on the dashboard (`focus`) is taken at
@@ -30,7 +31,8 @@ FOCUS_WIDTH = 680  # the embedded arena's own width
 FOCUS_FPS = 4.0
 FOCUS_HOLD_S = 10.0  # the enlarged view asks again every few seconds; after this long unasked, it is closed
 QUALITY = 0.6
-SNAPSHOT_S = 5.0  # a snapshot that takes longer is given up (the tab is busy)
+SNAPSHOT_S = 5.0
+NEW_TAB_CHECK_S = 0.25  # how soon a tab that starts stepping (at the start, after a replacement) gets its picture  # a snapshot that takes longer is given up (the tab is busy)
 THUMBNAILS_DIR = "thumbnails"
 SNAPSHOT_STATES = ("stepping", "connected", "loaded")  # tab states (browser_pool/tab_record.py) worth a picture
 
@@ -63,6 +65,7 @@ class Thumbnailer:
         self.every_s = every_s
         self.taken = 0
         self.skipped = 0  # tabs passed over because they were busy (replacing, connecting) or gave no picture
+        self._pictured: dict[int, float] = {}  # tab index -> opened_at of the page last pictured
         self._focus: tuple[int, float] | None = None  # (tab index, wall clock of the latest ask)
         self._task: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -73,11 +76,19 @@ class Thumbnailer:
         self._task = asyncio.run_coroutine_threadsafe(self._run(), loop)
 
     def stop(self) -> None:
+        """Stop, after a last picture of each tab: the final state stays shown."""
         task, self._task = self._task, None
-        if task is not None and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(task.cancel)
-            with contextlib.suppress(Exception):
-                task.result(timeout=SNAPSHOT_S + 5)
+        if task is None or self._loop is None or self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(task.cancel)
+        with contextlib.suppress(Exception):
+            task.result(timeout=SNAPSHOT_S + 5)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._last_pictures(), self._loop).result(timeout=SNAPSHOT_S + 5)
+
+    async def _last_pictures(self) -> None:
+        for index in range(len(self.pool.tabs)):
+            await self.take(index, THUMB_WIDTH, last=True)
 
     def focus(self, tab: int | None) -> None:
         """Tab `tab` (0-based) is enlarged on a dashboard: take it at FOCUS_FPS for FOCUS_HOLD_S; None: no more."""
@@ -93,7 +104,9 @@ class Thumbnailer:
         next_tab, next_at = 0, time.monotonic()
         while True:
             tabs = len(self.pool.tabs)
-            if tabs and time.monotonic() >= next_at:
+            if (new := self._without_picture()) is not None:  # a tab that (re)opened is shown as soon as it steps
+                await self.take(new, THUMB_WIDTH)
+            elif tabs and time.monotonic() >= next_at:
                 await self.take(next_tab % tabs, THUMB_WIDTH)
                 next_tab, next_at = next_tab + 1, time.monotonic() + self.every_s / tabs
             focused = self.focused()
@@ -101,13 +114,21 @@ class Thumbnailer:
                 await self.take(focused, FOCUS_WIDTH)
                 await asyncio.sleep(1 / FOCUS_FPS)
             else:
-                await asyncio.sleep(max(next_at - time.monotonic(), 0.01))
+                await asyncio.sleep(min(max(next_at - time.monotonic(), 0.01), NEW_TAB_CHECK_S))
 
-    async def take(self, index: int, width: int) -> bool:
-        """One snapshot of tab `index` into its file; False when the tab was busy or gave no picture."""
+    def _without_picture(self) -> int | None:
+        """A stepping tab with no picture of its current page yet."""
+        for tab in self.pool.tabs:
+            if self._pictured.get(tab.index) != tab.opened_at and tab.status() == "stepping":
+                return tab.index
+        return None
+
+    async def take(self, index: int, width: int, last: bool = False) -> bool:
+        """One snapshot of tab `index` into its file; False when the tab was busy or gave no picture.
+        `last`: the run's end, when the tabs' envs are gone but their pages still show the last step."""
         tab = self.pool.tabs[index]
-        page = tab.page
-        if page is None or tab.status() not in SNAPSHOT_STATES or tab.lock.locked():
+        page, opened_at = tab.page, tab.opened_at
+        if page is None or tab.lock.locked() or (not last and tab.status() not in SNAPSHOT_STATES):
             self.skipped += 1
             return False
         try:
@@ -117,8 +138,10 @@ class Thumbnailer:
             return False
         if not isinstance(data_url, str) or not data_url.startswith("data:image/jpeg;base64,"):
             self.skipped += 1
+            self._pictured[index] = opened_at  # a page without a canvas: not asked again and again
             return False
         _write_atomically(thumbnail_path(self.folder, index + 1), base64.b64decode(data_url.split(",", 1)[1]))
+        self._pictured[index] = opened_at
         self.taken += 1
         return True
 

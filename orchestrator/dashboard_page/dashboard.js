@@ -51,13 +51,12 @@ function showRun() {
     ['Chromium PSS', `${number(s.chromium_pss_mb)} MB`],
     ['machine CPU', `${number((s.system || {}).cpu_percent)} %`],
   ];
-  $('figures').replaceChildren(...figures.flatMap(([name, value]) => {
-    const dt = document.createElement('dt');
-    dt.textContent = name;
-    const dd = document.createElement('dd');
-    dd.textContent = value;
-    dd.dataset.figure = name;
-    return [dt, dd];
+  $('figures').replaceChildren(...figures.map(([name, value]) => {
+    const figure = document.createElement('span');
+    figure.className = 'figure';
+    figure.append(name + ' ', Object.assign(document.createElement('b'), { textContent: value }));
+    figure.dataset.figure = name;
+    return figure;
   }));
   $('task').textContent = s.task ? taskLine(s.task) : '';
   const warnings = [...(s.warnings || [])];
@@ -139,9 +138,22 @@ $('enlarged').addEventListener('close', () => {
 setInterval(() => { if (view.enlarged !== null) askFocus(); }, FOCUS_AGAIN_MS);
 
 // ---- events and curves --------------------------------------------------------------------
+// Between two samples (status.json, every --monitor-interval), a tab's failure and its recovery are
+// events: its card says so at once. The next sample's word holds again.
+const STATE_AFTER = { tab_failed: 'replacing', tab_recovered: 'stepping' };
+
+function noteTabEvent(event) {
+  const parts = cards.get(event.tab);
+  const updated = view.status ? view.status.updated || view.status.time || 0 : 0;
+  if (!parts || !(event.kind in STATE_AFTER) || event.time <= updated) return;
+  parts.state.textContent = STATE_AFTER[event.kind];
+  parts.card.dataset.state = STATE_AFTER[event.kind];
+}
+
 function addEvents(events) {
   const list = $('events');
   for (const event of events) {
+    noteTabEvent(event);
     const item = document.createElement('li');
     item.dataset.kind = event.kind;
     item.textContent = `${clock(event.time)}  ${event.text}`;
