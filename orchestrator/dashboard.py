@@ -110,6 +110,7 @@ class Dashboard:
         self.hub = _Hub()
         self._feed_lock = threading.Lock()
         self._stop = threading.Event()
+        self.feed.poll()  # what the folder holds already: the first page to connect gets it all at once
         self.host = host
         self._server = _Server((host, port), _handler(self))
         self.port = int(self._server.server_address[1])

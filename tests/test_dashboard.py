@@ -140,7 +140,6 @@ def test_a_link_out_of_the_run_folder_is_refused(served, tmp_path: Path) -> None
 
 def test_a_page_that_connects_gets_the_run_then_what_changes(served) -> None:
     dashboard, run_dir = served
-    dashboard.refresh()
     received: list[tuple[str, dict]] = []
     reader = threading.Thread(target=lambda: received.extend(_stream(dashboard, 3)))
     reader.start()
