@@ -25,6 +25,7 @@ import queue
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 TOKEN_ENV = "LUNARFLEET_DASHBOARD_TOKEN"  # a supervised train run's attempts keep one token (and URL)
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
+LINGER_S = 0.5
 CLIENT_BACKLOG = 200  # messages a slow page may fall behind before it is dropped (it reconnects)
 PAGE_DIR = Path(__file__).resolve().parent / "dashboard_page"
 PAGE_FILES = {"dashboard.js", "dashboard.css", "chart.js"}
@@ -147,15 +149,21 @@ class Dashboard:
             return _event("hello", hello)
 
     def close(self) -> None:
-        """The last of the run folder to every page, then "end" (the page keeps showing it) and stop."""
+        """The last of the run folder to every page, then "end" with the tabs' last pictures inline (a
+        page fetches nothing more: the server is going), and stop. The page keeps showing it all."""
         if self.thumbnailer is not None:
             self.thumbnailer.stop()
         self._stop.set()
-        self.refresh()
+        with self._feed_lock:
+            for kind, data in self.feed.poll():
+                if kind != "thumbs":
+                    self.hub.send(_event(kind, data))
         if self.live:
-            self.hub.send(_event("end", {"final": self.feed.final}))
+            self.hub.send(_event("end", {"final": self.feed.final, "pictures": self.feed.pictures()}))
         self.hub.send(None)
         self.hub.closed = True
+        if self.hub.viewers:
+            time.sleep(LINGER_S)  # pictures a page asked for just before are still served
         self._server.shutdown()
         self._server.server_close()
         for thread in self._threads:

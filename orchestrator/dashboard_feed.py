@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -68,8 +69,17 @@ class RunFolderFeed:
             messages.append(("stage", stage))
         if changed := self._read_thumbs():
             self.thumbs.update(changed)
-            messages.append(("thumbs", changed))
+            messages.append(("thumbs", changed))  # versions: the page fetches the new pictures
         return messages
+
+    def pictures(self) -> dict[int, str]:
+        """Each tab's latest picture as a data URL (for a page that can fetch nothing more)."""
+        found = {}
+        for tab in self.thumbs:
+            with contextlib.suppress(OSError):
+                data = (self.run_dir / THUMBNAILS_DIR / f"tab-{tab}.jpg").read_bytes()
+                found[tab] = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+        return found
 
     @property
     def final(self) -> bool:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from browser_pool.pool import TabPool
+    from browser_pool.tab_record import TabRecord
 
 EVERY_S = 3.0  # each tab's thumbnail is this old at most
 THUMB_WIDTH = 240  # pixels
@@ -34,7 +35,7 @@ QUALITY = 0.6
 SNAPSHOT_S = 5.0
 NEW_TAB_CHECK_S = 0.25  # how soon a tab that starts stepping (at the start, after a replacement) gets its picture  # a snapshot that takes longer is given up (the tab is busy)
 THUMBNAILS_DIR = "thumbnails"
-SNAPSHOT_STATES = ("stepping", "connected", "loaded")  # tab states (browser_pool/tab_record.py) worth a picture
+PAGE_UP = ("loaded", "connected", "stepping")  # the pool's states of a tab whose page is up (browser_pool/tab_record.py)
 
 # The embedded page draws on demand; another page (--url) is read from its first canvas, if it has one
 # that is not tainted by pictures of another origin.
@@ -128,7 +129,7 @@ class Thumbnailer:
         `last`: the run's end, when the tabs' envs are gone but their pages still show the last step."""
         tab = self.pool.tabs[index]
         page, opened_at = tab.page, tab.opened_at
-        if page is None or tab.lock.locked() or (not last and tab.status() not in SNAPSHOT_STATES):
+        if page is None or tab.lock.locked() or (not last and not _page_up(tab)):
             self.skipped += 1
             return False
         try:
@@ -144,6 +145,11 @@ class Thumbnailer:
         self._pictured[index] = opened_at
         self.taken += 1
         return True
+
+
+def _page_up(tab: TabRecord) -> bool:
+    """The tab's page is up and no failure of it is being dealt with (then it is busy recovering)."""
+    return tab.state in PAGE_UP and tab.status() != "replacing"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -172,7 +172,7 @@ def test_a_run_that_closes_its_dashboard_tells_the_page_it_ended(tmp_path: Path)
     reader.join(15)
     assert [kind for kind, _ in received] == ["hello", "status", "end"]
     assert received[1][1]["state"] == "completed" and received[1][1]["timesteps"] == 400
-    assert received[2][1] == {"final": True}
+    assert received[2][1] == {"final": True, "pictures": {"1": "data:image/jpeg;base64,/9ggYSBwaWN0dXJl"}}
 
 
 def test_lunarfleet_dashboard_serves_the_newest_run_folder_until_stopped(tmp_path: Path) -> None:

@@ -83,17 +83,21 @@ function makeCard(tab) {
   card.addEventListener('click', () => enlarge(tab));
   $('cards').append(card);
   const parts = { card, img: card.querySelector('img'), noPicture: card.querySelector('.no-picture'), port: card.querySelector('.port'),
-    state: card.querySelector('.state'), facts: card.querySelector('.facts'), failure: card.querySelector('.failure'), version: null };
+    state: card.querySelector('.state'), facts: card.querySelector('.facts'), failure: card.querySelector('.failure'), version: null,
+    eventTime: 0 };
   cards.set(tab, parts);
   return parts;
 }
 
 function showCards(rows) {
+  const sampled = view.status.updated || view.status.time || 0;
   for (const row of rows) {
     const parts = cards.get(row.tab) || makeCard(row.tab);
     parts.port.textContent = row.host ? `host ${row.host} · port ${row.port}` : `port ${row.port}`;
-    parts.state.textContent = row.state;
-    parts.card.dataset.state = row.state;
+    if (!(parts.eventTime > sampled)) {
+      parts.state.textContent = row.state;
+      parts.card.dataset.state = row.state;
+    }
     parts.facts.textContent = `${number(row.steps_per_s, 1)} steps/s · ${row.restarts} restarts · CPU ${number(row.cpu_percent)} % · PSS ${number(row.pss_mb)} MB`;
     parts.failure.textContent = row.last_failure ? `last failure: ${row.last_failure}` : '';
   }
@@ -139,13 +143,13 @@ setInterval(() => { if (view.enlarged !== null) askFocus(); }, FOCUS_AGAIN_MS);
 
 // ---- events and curves --------------------------------------------------------------------
 // Between two samples (status.json, every --monitor-interval), a tab's failure and its recovery are
-// events: its card says so at once. The next sample's word holds again.
+// events: its card says so at once. A sample taken after the tab's latest such event has the last word.
 const STATE_AFTER = { tab_failed: 'replacing', tab_recovered: 'stepping' };
 
 function noteTabEvent(event) {
   const parts = cards.get(event.tab);
-  const updated = view.status ? view.status.updated || view.status.time || 0 : 0;
-  if (!parts || !(event.kind in STATE_AFTER) || event.time <= updated) return;
+  if (!parts || !(event.kind in STATE_AFTER)) return;
+  parts.eventTime = event.time;
   parts.state.textContent = STATE_AFTER[event.kind];
   parts.card.dataset.state = STATE_AFTER[event.kind];
 }
@@ -159,6 +163,7 @@ function addEvents(events) {
     item.textContent = `${clock(event.time)}  ${event.text}`;
     list.prepend(item);
   }
+  if (view.status) showCards(view.status.tabs || []);
   while (list.children.length > 300) list.lastChild.remove();
 }
 
@@ -190,9 +195,17 @@ function connect() {
   on('curve', (points) => { view.curve.push(...points); showCurves(); });
   on('stage', (stage) => { view.stage = stage; showRun(); });
   on('thumbs', (thumbs) => { Object.assign(view.thumbs, thumbs); showThumbs(); });
-  on('end', () => {
+  on('end', (end) => {
     view.ended = true;
     source.close();
+    for (const [tab, picture] of Object.entries(end.pictures || {})) {
+      const parts = cards.get(Number(tab));
+      if (!parts) continue;
+      parts.img.src = picture;
+      parts.img.hidden = false;
+      parts.noPicture.hidden = true;
+      if (view.enlarged === Number(tab)) $('enlarged-img').src = picture;
+    }
     setLink('ended', 'run ended');
     const banner = $('banner');
     banner.textContent = `The run has ended; this is its final state. 'lunarfleet dashboard ${view.status ? view.status.run_dir || '' : ''}' shows it again.`;
