@@ -111,6 +111,8 @@ class Dashboard:
         self.feed = RunFolderFeed(self.run_dir)
         self.hub = _Hub()
         self._feed_lock = threading.Lock()
+        self._cpu_lock = threading.Lock()
+        self.cpu_s = 0.0
         self._stop = threading.Event()
         self.feed.poll()  # what the folder holds already: the first page to connect gets it all at once
         self.host = host
@@ -139,9 +141,16 @@ class Dashboard:
 
     def refresh(self) -> None:
         """Read what changed in the run folder and push it to every page."""
+        began = time.thread_time()
         with self._feed_lock:
             for kind, data in self.feed.poll():
                 self.hub.send(_event(kind, data))
+        self.note_cpu(time.thread_time() - began)
+
+    def note_cpu(self, seconds: float) -> None:
+        """The server's own CPU time (reading the folder, answering requests), for `lunarfleet bench`."""
+        with self._cpu_lock:
+            self.cpu_s += seconds
 
     def hello(self) -> bytes:
         with self._feed_lock:
@@ -187,6 +196,13 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
             pass
+
+        def handle(self) -> None:
+            began = time.thread_time()  # a request's thread: its CPU is the request's (waiting costs none)
+            try:
+                super().handle()
+            finally:
+                dashboard.note_cpu(time.thread_time() - began)
 
         # ---- checks ------------------------------------------------------------------------
         def _cookie_name(self) -> str:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from browser_pool.pool import TabPool
     from browser_pool.tab_record import TabRecord
 
-EVERY_S = 3.0  # each tab's thumbnail is this old at most
+EVERY_S = 5.0  # each tab's picture is this old at most
 THUMB_WIDTH = 240  # pixels
 FOCUS_WIDTH = 680  # the embedded arena's own width
 FOCUS_FPS = 4.0
@@ -40,15 +40,20 @@ PAGE_UP = ("loaded", "connected", "stepping")  # the pool's states of a tab whos
 # The embedded page draws on demand; another page (--url) is read from its first canvas, if it has one
 # that is not tainted by pictures of another origin.
 SNAPSHOT_JS = """([width, quality]) => {
-  const lf = window.lunarfleet;
-  if (lf && typeof lf.snapshot === 'function') return lf.snapshot(width, quality);
-  const canvas = document.querySelector('canvas');
-  if (!canvas || !canvas.width || !canvas.height) return null;
-  const small = document.createElement('canvas');
-  small.width = Math.min(width, canvas.width);
-  small.height = Math.round(canvas.height * small.width / canvas.width);
-  small.getContext('2d').drawImage(canvas, 0, 0, small.width, small.height);
-  try { return small.toDataURL('image/jpeg', quality); } catch (error) { return null; }
+  const began = performance.now();
+  const take = () => {
+    const lf = window.lunarfleet;
+    if (lf && typeof lf.snapshot === 'function') return lf.snapshot(width, quality);
+    const canvas = document.querySelector('canvas');
+    if (!canvas || !canvas.width || !canvas.height) return null;
+    const small = document.createElement('canvas');
+    small.width = Math.min(width, canvas.width);
+    small.height = Math.round(canvas.height * small.width / canvas.width);
+    small.getContext('2d').drawImage(canvas, 0, 0, small.width, small.height);
+    try { return small.toDataURL('image/jpeg', quality); } catch (error) { return null; }
+  };
+  const picture = take();
+  return [picture, performance.now() - began];
 }"""
 
 
@@ -66,6 +71,10 @@ class Thumbnailer:
         self.every_s = every_s
         self.taken = 0
         self.skipped = 0  # tabs passed over because they were busy (replacing, connecting) or gave no picture
+        # Their cost, for `lunarfleet bench`: the pages' time drawing and encoding (the renderers' main
+        # threads), and this side's decoding and writing.
+        self.page_ms = 0.0
+        self.python_s = 0.0
         self._pictured: dict[int, float] = {}  # tab index -> opened_at of the page last pictured
         self._focus: tuple[int, float] | None = None  # (tab index, wall clock of the latest ask)
         self._task: asyncio.Future[Any] | None = None
@@ -133,10 +142,12 @@ class Thumbnailer:
             self.skipped += 1
             return False
         try:
-            data_url = await asyncio.wait_for(page.evaluate(SNAPSHOT_JS, [width, QUALITY]), SNAPSHOT_S)
+            data_url, page_ms = await asyncio.wait_for(page.evaluate(SNAPSHOT_JS, [width, QUALITY]), SNAPSHOT_S)
         except Exception:  # the page went away or is busy: the next round tries again
             self.skipped += 1
             return False
+        began = time.thread_time()
+        self.page_ms += float(page_ms or 0.0)
         if not isinstance(data_url, str) or not data_url.startswith("data:image/jpeg;base64,"):
             self.skipped += 1
             self._pictured[index] = opened_at  # a page without a canvas: not asked again and again
@@ -144,6 +155,7 @@ class Thumbnailer:
         _write_atomically(thumbnail_path(self.folder, index + 1), base64.b64decode(data_url.split(",", 1)[1]))
         self._pictured[index] = opened_at
         self.taken += 1
+        self.python_s += time.thread_time() - began
         return True
 
 
