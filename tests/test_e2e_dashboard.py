@@ -139,3 +139,46 @@ def test_a_tab_enlarged_on_the_dashboard_is_shown_live_and_larger(tmp_path: Path
         output.finish(60)
         assert proc.returncode == 0, output.text()
     assert errors == [], "\n".join(errors)
+
+
+def test_the_page_holds_64_tabs_and_a_reload(tmp_path: Path, viewer) -> None:
+    """A run folder of 64 tabs served as `lunarfleet dashboard` serves it: a card and a picture each,
+    the same again after the page reloads, no console error."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from orchestrator.dashboard import Dashboard
+    from orchestrator.status_file import write_status
+
+    page, errors = viewer
+    run_dir = tmp_path / "runs" / "20260101-000000-train"
+    (run_dir / "thumbnails").mkdir(parents=True)
+    tabs = [{"tab": i + 1, "port": 9000 + i, "state": "stepping", "steps_per_s": 50.0, "restarts": i % 3,
+             "cpu_percent": 3.0, "pss_mb": 30.0, "last_failure": "crash" if i % 3 else None} for i in range(64)]
+    write_status(run_dir / "status.json", {"run_id": run_dir.name, "command": "train", "state": "running",
+                                           "updated": time.time(), "timesteps": 5000, "target_timesteps": 10000,
+                                           "fps": 100.0, "tabs": tabs})
+    (run_dir / "events.jsonl").write_text("".join(
+        json.dumps({"time": time.time(), "event": "progress", "steps": 1000 * k, "fps": 90.0 + k, "mean_reward": -10.0 + k}) + "\n"
+        for k in range(1, 6)))
+    for i in range(64):
+        picture = io.BytesIO()
+        Image.new("RGB", (240, 176), (i * 4, 80, 160)).save(picture, "JPEG")
+        (run_dir / "thumbnails" / f"tab-{i + 1}.jpg").write_bytes(picture.getvalue())
+    dashboard = Dashboard(run_dir, free_block(20950, 1), live=False)
+    try:
+        for attempt in ("first load", "reload"):
+            if attempt == "first load":
+                page.goto(dashboard.url)
+            else:
+                page.reload()
+            wait_until(lambda: page.locator(".card").count() == 64
+                       and all(p is not None for _, p, _ in page.evaluate(PICTURES)), 30, f"64 cards with pictures ({attempt})")
+            assert page.locator("#percent").inner_text() == "50 %"
+            assert page.locator("#reward-chart polyline").count() == 1
+            assert page.locator(".card[data-tab='2'] .failure").inner_text() == "last failure: crash"
+    finally:
+        dashboard.close()
+    assert errors == [], "\n".join(errors)
