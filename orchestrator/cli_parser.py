@@ -23,6 +23,9 @@ examples:
                                             score it against random actions by task metrics,
                                             and film tab 1 at the real frame rate
   lunarfleet smoke --json out.json          a 2-tab, 4096-step real run for CI
+  lunarfleet train --dashboard              also a live web page of the run: every tab's picture,
+                                            state and speed, progress, curves, events (its URL,
+                                            with a token, is printed at start)
   lunarfleet tabs --envs 4 --url 'http://localhost:4200/?wsPort={port}'
                                             only the tabs, for your own trainer script
 

@@ -29,7 +29,7 @@ from orchestrator.thumbnails import THUMBNAILS_DIR
 MAX_EVENTS = 300  # the newest events a page is given
 MAX_CURVE_POINTS = 600  # a reconnecting page gets the curves thinned to this many points
 THUMB_NAME = re.compile(r"^tab-(\d+)\.jpg$")
-FINAL_STATES_BUT = ("starting", "running")  # any other state of status.json is the run's last word
+RUNNING_STATES = ("starting", "running")  # any other state in status.json is the run's last word
 
 Message = tuple[str, Any]  # (kind, data): status, events, curve, thumbs, stage
 
@@ -83,7 +83,7 @@ class RunFolderFeed:
 
     @property
     def final(self) -> bool:
-        return self.status is not None and self.status.get("state") not in FINAL_STATES_BUT
+        return self.status is not None and self.status.get("state") not in RUNNING_STATES
 
     # ---- the files -------------------------------------------------------------------------
     def _configured_stage(self) -> int | None:
