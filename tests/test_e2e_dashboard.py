@@ -15,7 +15,7 @@ from playwright.sync_api import Page, sync_playwright
 from browser_pool.chromium import find_chromium
 from orchestrator.doctor import playwright_chromium
 from orchestrator.ports import free_block
-from tests.conftest import OutputReader, cli_process, read_events, wait_for_line, wait_until
+from tests.conftest import OutputReader, cli_process, read_events, run_cli, wait_for_line, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -182,3 +182,19 @@ def test_the_page_holds_64_tabs_and_a_reload(tmp_path: Path, viewer) -> None:
     finally:
         dashboard.close()
     assert errors == [], "\n".join(errors)
+
+
+def test_a_supervised_train_keeps_its_dashboard_url_across_a_trainer_restart(tmp_path: Path, ports, no_leftovers) -> None:
+    app, base = ports
+    port = free_block(base + 20, 1)
+    result = run_cli(
+        ["train", "--envs", "2", "--n-steps", "128", "--timesteps", "1024", "--save-freq", "256", "--chaos", "trainer=1",
+         "--max-restarts", "2", "--dashboard", str(port), "--app-port", str(app), "--base-port", str(base),
+         "--models-dir", str(tmp_path / "models"), "--runs-dir", str(tmp_path / "runs"), "--progress", "lines"],
+        cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[Supervisor] ↻ the run died" in result.stdout
+    urls = [line.split("[Dashboard] ", 1)[1] for line in result.stdout.splitlines() if line.startswith("[Dashboard] http")]
+    assert len(urls) == 2 and urls[0] == urls[1], urls  # the first attempt's and the restarted one's
+    assert urls[0].startswith(f"http://127.0.0.1:{port}/?token=")
