@@ -86,7 +86,7 @@ class TabRecord:
 
 
 def tab_state(pool_state: str, restarts: int, env: EnvReport | None) -> str:
-    """One word for a tab: connecting, stepping, restarting, failed (or connected, closed).
+    """One word for a tab: connecting, stepping, replacing, failed (or connected, closed).
 
     The pool knows whether a page is being (re)opened; the env's reports say whether it is
     talking to the page.
@@ -94,11 +94,11 @@ def tab_state(pool_state: str, restarts: int, env: EnvReport | None) -> str:
     if pool_state in ("failed", "closed"):
         return pool_state
     if pool_state == "restarting" or (pool_state in ("new", "loading") and restarts):
-        return "restarting"
+        return "replacing"
     if pool_state in ("new", "loading") or env is None:
         return "connecting"
     if env.failed_at is not None and not env.connected:
-        return "restarting"
+        return "replacing"
     if env.connected:
         return "stepping" if env.stepping_at else "connected"
     return "connecting"

@@ -9,7 +9,8 @@
 (f) the embedded page in real-time mode (`realtime=1`, one step per 60 Hz frame, as the
     original app) next to lock-step;
 (g) the same number of tabs through Ray hosts (`--ray local --hosts 2`) against inline, and
-    Ray's start-up (`bench_ray.py`).
+    Ray's start-up (`bench_ray.py`);
+(h) the CPU `--dashboard` costs at 8 tabs, without and with it in turn (`bench_dashboard.py`).
 
 Rows are measured one after another with the same code path as `train` (`make_vec_env`),
 so on a shared machine compare ratios from one run, not absolute numbers across runs.
@@ -30,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from orchestrator.bench_collection import batched_phase, ceiling_phase, single_sim_phase
+from orchestrator.bench_dashboard import dashboard_phase
 from orchestrator.bench_ppo import ppo_phase
 from orchestrator.bench_ray import ray_phase
 from orchestrator.bench_realtime import realtime_phase
@@ -67,6 +69,8 @@ def _phases(bench: Bench) -> None:
         _phase(bench, "(d) vec env start-up per kind", lambda: vec_env_start_phase(bench))
     if s.ray:
         _phase(bench, f"(g) Ray hosts (--ray {s.ray})", lambda: ray_phase(bench))
+    if s.dashboard:
+        _phase(bench, "(h) dashboard", lambda: dashboard_phase(bench))
     _phase(bench, "(b) null env ceiling", lambda: ceiling_phase(bench))
     if s.ppo:
         _phase(bench, "(c) PPO", lambda: ppo_phase(bench))

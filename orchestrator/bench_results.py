@@ -15,6 +15,7 @@ TARGETS = {
     "ppo_ratio": 0.9,  # PPO fps with tabs / with the null env, at least
     "startup_s_8_tabs": 5.0,  # at most
     "pss_mb_per_tab": 60.0,  # at most
+    "dashboard_cost_percent": 2.0,  # at most: --dashboard's extra CPU at 8 tabs, % of the run's
 }
 
 
@@ -37,6 +38,7 @@ class BenchSettings:
     ray: str | None = "local"  # (g) the Ray hosts' row: None skips it; "local", "auto" or HOST:PORT
     ray_hosts: int = 2
     ray_tabs_per_host: int = 2
+    dashboard: bool = True  # (h) the dashboard's CPU cost at 8 tabs
     base_port: int = 8765
     app_port: int = 4200
     browser: str | None = None
@@ -91,6 +93,8 @@ class BenchResult:
     # ray_start_s, hosts_ready_s; or skipped (why)
     ray: dict[str, Any] = field(default_factory=dict)
     ray_ppo: dict[str, Any] = field(default_factory=dict)  # (g) PPO through the Ray hosts (fps, n_steps, collect_s, train_s)
+    # (h) --dashboard at 8 tabs: steps/s and CPU ms per 1000 steps without and with it, cost_percent
+    dashboard: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -145,6 +149,7 @@ def _check_targets(r: BenchResult) -> None:
         "ppo_ratio": (r.ppo_ratio, ">="),
         "startup_s_8_tabs": (r.startup_s_8_tabs, "<="),
         "pss_mb_per_tab": (r.pss_mb_per_tab, "<="),
+        "dashboard_cost_percent": (r.dashboard.get("cost_percent"), "<="),
     }
     for name, (value, op) in checks.items():
         target = TARGETS[name]

@@ -55,6 +55,18 @@ def _target_lines(result: BenchResult) -> list[str]:
             f"memory: {result.pss_mb_per_tab:.1f} MB PSS per tab (renderer; max {result.pss_mb_per_tab_max:.1f}), "
             f"{result.pss_mb_browser_shared:.0f} MB shared by all tabs; target <= 60 MB: {verdict('pss_mb_per_tab')}"
         )
+    d = result.dashboard
+    if d:
+        lines.append(
+            f"dashboard, {d['tabs']} tabs: its own CPU {d['cost_percent']:.2f} % of the run's (pages "
+            f"+ server {d['own_cpu_percent_of_a_core']:.1f} %, driver {d['driver_extra_percent_of_a_core']:.1f} % of a core; "
+            f"{d['pictures_taken']} pictures); target <= 2 %: {verdict('dashboard_cost_percent')}"
+        )
+        lines.append(
+            f"dashboard, {d['tabs']} tabs: the run's CPU {d['cpu_ms_per_1k_with']:,.1f} ms per 1000 steps with it vs "
+            f"{d['cpu_ms_per_1k_without']:,.1f} without ({d['difference_percent']:+.1f} %; windows without it differ by "
+            f"{d['noise_percent']:.1f} % among themselves); {d['steps_per_s_with']:,.0f} vs {d['steps_per_s_without']:,.0f} steps/s"
+        )
     return lines
 
 

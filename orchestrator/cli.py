@@ -9,6 +9,7 @@ The options themselves are in `orchestrator/cli_parser.py`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -103,6 +104,12 @@ def _status(args: argparse.Namespace) -> int:
     return show_status(args.run_dir, args.runs_dir, args.json)
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from orchestrator.dashboard_command import serve_run_folder
+
+    return serve_run_folder(args.run_dir, args.runs_dir, args.port, args.host)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from orchestrator.bench import BenchSettings, run_bench  # heavy imports only when needed
 
@@ -120,6 +127,7 @@ def _bench(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(settings, key, value)
     settings.ppo = not args.no_ppo
+    settings.dashboard = not args.no_dashboard
     settings.ray = None if args.ray == "none" else args.ray
     if 4 % args.hosts:
         print("lunarfleet: bench --hosts shares 4 tabs among the hosts: 1, 2 or 4", file=sys.stderr)
@@ -134,6 +142,10 @@ def _tabs(args: argparse.Namespace) -> int:
 
     if args.ray is not None and (code := _check_ray(args)):
         return code
+    if args.ray is not None and args.dashboard:
+        print("lunarfleet: tabs --ray --dashboard is not supported: the tabs are on the hosts' machines; "
+              "run 'lunarfleet dashboard' there, or train with --ray --dashboard", file=sys.stderr)
+        return 2
     return run_tabs(_tabs_config(args))
 
 
@@ -155,11 +167,26 @@ def _tabs_config(args: argparse.Namespace) -> RunConfig:
         record_video=args.record_video,
         ray=args.ray,
         hosts=args.hosts,
+        dashboard=dashboard_port(args.dashboard),
+        dashboard_host=args.dashboard_host,
     )
     if cfg.hosts is not None and cfg.ray is None:
         raise SystemExit("lunarfleet: --hosts needs --ray (the hosts are Ray actors, one per machine)")
     _check_url(cfg)
     return cfg
+
+
+def dashboard_port(value: object) -> int | None:
+    """--dashboard [PORT], or the config file's `dashboard = true` / `dashboard = PORT`."""
+    from orchestrator.config import DASHBOARD_PORT
+
+    if value is True:
+        return DASHBOARD_PORT
+    if value is None or value is False:
+        return None
+    if isinstance(value, int) and value > 0:
+        return value
+    raise SystemExit(f"lunarfleet: dashboard must be true, false or a port number, not {value!r}")
 
 
 def _check_url(cfg: RunConfig) -> None:
@@ -174,7 +201,7 @@ def _check_url(cfg: RunConfig) -> None:
 
 
 # What `main` runs for each of them.
-COMMANDS = {"report": _report, "doctor": _doctor, "status": _status, "bench": _bench, "tabs": _tabs}
+COMMANDS = {"report": _report, "doctor": _doctor, "status": _status, "dashboard": _dashboard, "bench": _bench, "tabs": _tabs}
 
 
 # ---- train, smoke, evaluate ------------------------------------------------------------
@@ -251,6 +278,8 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         record_video=args.record_video,
         ray=args.ray,
         hosts=args.hosts,
+        dashboard=dashboard_port(args.dashboard),
+        dashboard_host=args.dashboard_host,
     )
 
 
@@ -319,8 +348,15 @@ def _chaos_config(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def _train_or_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
+    if cfg.dashboard and args.no_monitor:
+        raise SystemExit("lunarfleet: --dashboard shows what the monitor writes (status.json); drop --no-monitor")
     if _supervising(args):
         from orchestrator.supervisor import supervise
+
+        if cfg.dashboard:  # every attempt serves the page with the same token, so its URL stays the same
+            from orchestrator.dashboard import TOKEN_ENV, dashboard_token
+
+            os.environ[TOKEN_ENV] = dashboard_token()
 
         return supervise(sys.argv[1:] if args.argv is None else args.argv, cfg.run_dir, args.max_restarts)
     from orchestrator.monitor_settings import MonitorSettings

@@ -6,7 +6,7 @@ import argparse
 import tomllib
 from pathlib import Path
 
-from orchestrator.config import CHAOS_OVERTIME_S
+from orchestrator.config import CHAOS_OVERTIME_S, DASHBOARD_HOST, DASHBOARD_PORT
 from training.outages import STRAGGLER_S
 from training.vec_env import DEFAULT_VEC_ENV, VEC_ENV_KINDS
 
@@ -23,6 +23,9 @@ examples:
                                             score it against random actions by task metrics,
                                             and film tab 1 at the real frame rate
   lunarfleet smoke --json out.json          a 2-tab, 4096-step real run for CI
+  lunarfleet train --dashboard              also a live web page of the run: every tab's picture,
+                                            state and speed, progress, curves, events (its URL,
+                                            with a token, is printed at start)
   lunarfleet tabs --envs 4 --url 'http://localhost:4200/?wsPort={port}'
                                             only the tabs, for your own trainer script
 
@@ -109,6 +112,12 @@ def _add_tab_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-script", metavar="JS", help="JavaScript run in each page before its own scripts, with {port} and {env_id} filled in, for pages that read their port from a global, e.g. 'window.WS_PORT = {port}'")
     p.add_argument("--watch", action="store_true", help="open tab 1 in a visible browser window (needs a display: DISPLAY or WAYLAND_DISPLAY); without one, says so and carries on headless")
     p.add_argument("--record-video", nargs="?", type=_positive_float, const=60.0, default=0.0, metavar="S", help="record tab 1's page for S seconds (default 60) as .webm into the run folder's videos/; tab 1 then reloads unrecorded, losing that episode")
+    _add_dashboard_options(p)
+
+
+def _add_dashboard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dashboard", nargs="?", type=_positive_int, const=DASHBOARD_PORT, default=None, metavar="PORT", help=f"serve a live web page of the run on PORT (default {DASHBOARD_PORT}; the next free one if taken): every tab as a card with a picture of its canvas every few seconds (click one for a live view), its state, steps/s, restarts, last failure, PSS and CPU; progress, speed, ETA, stage, mean reward and task metrics; the reward and speed curves; the event stream. Its URL, with a token like Jupyter's, is printed at start. In a --config file: dashboard = true or dashboard = PORT")
+    p.add_argument("--dashboard-host", default=DASHBOARD_HOST, metavar="HOST", help=f"where --dashboard listens (default {DASHBOARD_HOST}, this machine only: watch from elsewhere through an ssh tunnel, ssh -L {DASHBOARD_PORT}:localhost:{DASHBOARD_PORT} HOST); 0.0.0.0 opens it to the network, still behind its token")
 
 
 def _add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -157,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_smoke, _add_evaluate, _add_report, _add_doctor, _add_tabs, _add_status, _add_bench):
+    for add in (_add_train, _add_smoke, _add_evaluate, _add_report, _add_doctor, _add_tabs, _add_status, _add_dashboard, _add_bench):
         add(sub)
     return parser
 
@@ -239,10 +248,18 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status.add_argument("--json", action="store_true", help="print status.json itself")
 
 
+def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dashboard = sub.add_parser("dashboard", help="serve the web page of a running or finished run from its folder", description="Serve the dashboard page (as train/smoke/tabs --dashboard do) for a run from its folder: status.json, events.jsonl and the thumbnails the run took (runs started with --dashboard have them). A running run is followed live; a finished one shows its final state. Runs until Ctrl+C. Default: the newest run under --runs-dir.")
+    dashboard.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder, e.g. runs/20250101-120000-train (default: the newest)")
+    dashboard.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders are (default runs/)")
+    dashboard.add_argument("--port", type=_positive_int, default=DASHBOARD_PORT, help=f"port of the page (default {DASHBOARD_PORT}; the next free one if taken)")
+    dashboard.add_argument("--host", default=DASHBOARD_HOST, help=f"where it listens (default {DASHBOARD_HOST}, this machine only); 0.0.0.0 opens it to the network, still behind its token")
+
+
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="measure throughput: collection steps/s per vec env kind, PPO fps, start-up, memory", description="Measure in one run: (a) collection steps/s of a random policy for 1, 2, 4, 8 tabs, per vec env kind and with several simulations per tab; (b) the same through an in-process null env (the ceiling); (c) PPO training fps with tabs vs the null env at identical settings; (d) seconds from launch to 8 tabs connected; (e) PSS memory per tab; (f) the page in real-time (60 Hz) mode next to lock-step; (g) 4 tabs through Ray hosts (--ray local --hosts 2) against inline, and Ray's start-up. Prints a table; compare ratios within one run on a shared machine.")
+    bench = sub.add_parser("bench", help="measure throughput: collection steps/s per vec env kind, PPO fps, start-up, memory", description="Measure in one run: (a) collection steps/s of a random policy for 1, 2, 4, 8 tabs, per vec env kind and with several simulations per tab; (b) the same through an in-process null env (the ceiling); (c) PPO training fps with tabs vs the null env at identical settings; (d) seconds from launch to 8 tabs connected; (e) PSS memory per tab; (f) the page in real-time (60 Hz) mode next to lock-step; (g) 4 tabs through Ray hosts (--ray local --hosts 2) against inline, and Ray's start-up; (h) the CPU --dashboard costs at 8 tabs (windows without and with it in turn; target at most 2 %). Prints a table; compare ratios within one run on a shared machine.")
     bench.add_argument("--quick", action="store_true", help="short windows and one simulations-per-tab value (under 3 minutes on 2 cores)")
-    bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results: rows (mode, tabs, sims_per_tab, envs, steps_per_s, ratio_to_ceiling, CPU per 1000 steps) and startup_s_8_tabs, pss_mb_per_tab, ppo_fps_tabs, ppo_fps_null, targets, ...")
+    bench.add_argument("--json", type=Path, metavar="PATH", help="also write the results: rows (mode, tabs, sims_per_tab, envs, steps_per_s, ratio_to_ceiling, CPU per 1000 steps) and startup_s_8_tabs, pss_mb_per_tab, ppo_fps_tabs, ppo_fps_null, dashboard (cpu_ms_per_1k_without, cpu_ms_per_1k_with, cost_percent, ...), targets, ...")
     bench.add_argument("--tabs", type=_int_list, metavar="N,N", help="tab counts of the collection rows (default 1,2,4,8)")
     bench.add_argument("--sims", type=_int_list, metavar="K,K", help="simulations per tab of the batched rows (default 8,32,64; --quick 64)")
     bench.add_argument("--kinds", type=_kind_list, metavar="KIND,KIND", help="vec env kinds of the one-simulation rows (default inline,subproc)")
@@ -250,6 +267,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bench.add_argument("--ppo-rollout", type=_positive_int, metavar="N", help="PPO samples per rollout, n_steps = N / envs (default 8192; --quick 4096)")
     bench.add_argument("--ppo-rollouts", type=_positive_int, metavar="R", help="PPO rollouts (each followed by training) per measurement (default 3; --quick 2)")
     bench.add_argument("--no-ppo", action="store_true", help="skip (c), the PPO measurement")
+    bench.add_argument("--no-dashboard", action="store_true", help="skip (h), the CPU --dashboard costs at 8 tabs")
     bench.add_argument("--realtime-tabs", type=_int_list, metavar="N,N", help="tab counts of the real-time rows, 0 to skip (default 1; with more, tabs share one headless window and the hidden ones get no animation frames)")
     bench.add_argument("--ray", metavar="ADDRESS", default="local", help="(g) measure 4 tabs through Ray hosts on this Ray cluster: 'local' (default) starts one here, 'auto' or HOST:PORT joins one; 'none' skips the row. Needs pip install \"lunarfleet[ray]\" (skipped, and said, without it)")
     bench.add_argument("--hosts", type=_positive_int, default=2, metavar="N", help="(g) Ray hosts, the 4 tabs shared among them (default 2: 2 tabs each)")

@@ -22,7 +22,9 @@ MAX_SIMS_PER_TAB = 64  # the page's limit (webapp/params.js)
 # --eval-freq: an evaluation runs at most this share of the steps trained between two evaluations,
 # by capping its episodes (--eval-max-episode-steps defaults to what keeps it there).
 EVAL_COST_SHARE = 0.1
-EVAL_SEED_OFFSET = 1000  # the evaluation tab's episodes are seeded apart from the training tabs'
+EVAL_SEED_OFFSET = 1000
+DASHBOARD_PORT = 4280  # --dashboard's default port (orchestrator/dashboard.py)
+DASHBOARD_HOST = "127.0.0.1"  # loopback only unless --dashboard-host says otherwise  # the evaluation tab's episodes are seeded apart from the training tabs'
 
 
 def eval_episode_cap(eval_freq: int, eval_episodes: int, max_episode_steps: int) -> int:
@@ -81,6 +83,8 @@ class RunConfig:
     record_video: float = 0.0  # seconds of tab 1 to record into <run>/videos/ (0: none)
     ray: str | None = None  # --ray ADDRESS: tabs on the hosts of a Ray cluster ("local", "auto", HOST:PORT)
     hosts: int | None = None  # --hosts N (None: every machine offering lunarfleet_host; 2 with "local")
+    dashboard: int | None = None  # --dashboard PORT: the run's web page (orchestrator/dashboard.py)
+    dashboard_host: str = DASHBOARD_HOST  # --dashboard-host: where it listens (loopback unless asked)
     run_id: str = ""
     token: str = ""
 

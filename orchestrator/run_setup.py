@@ -28,6 +28,7 @@ from browser_pool.pool import PoolSettings
 from browser_pool.processes import sweep_leftovers
 from orchestrator.app_server import AppServer, start_app_server
 from orchestrator.config import RunConfig
+from orchestrator.dashboard import Dashboard, start_dashboard
 from orchestrator.doctor import playwright_chromium
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
@@ -73,6 +74,7 @@ class RunPieces:
     venv: TabVecEnv | None = None
     eval_venv: TabVecEnv | None = None  # the evaluation tab's (train --eval-freq)
     monitoring: Monitoring | None = None
+    dashboard: Dashboard | None = None  # --dashboard: the run's web page (orchestrator/dashboard.py)
 
     def finish_monitoring(self, state: str, extra: dict[str, Any] | None = None) -> None:
         """The monitor's last sample, final status.json and last frame; its failure fails nothing."""
@@ -91,14 +93,18 @@ class RunPieces:
 
     def close(self) -> None:
         """Stop what is still open, newest first: the monitor, the vec env (and its workers), the
-        fleet (tabs, browser, driver), the page server; each one even if an earlier one fails."""
+        dashboard (after the final status, which it shows), the fleet (tabs, browser, driver), the
+        page server; each one even if an earlier one fails."""
         app, self.app = self.app, None
         fleet, self.fleet = self.fleet, None
+        dashboard, self.dashboard = self.dashboard, None
         with contextlib.ExitStack() as stack:
             if app is not None:
                 stack.callback(app.close)
             if fleet is not None:
                 stack.callback(fleet.stop)
+            if dashboard is not None:
+                stack.callback(dashboard.close)
             stack.callback(self.close_vec_env)
             stack.callback(self.finish_monitoring, "failed")
 
@@ -165,6 +171,24 @@ def start_monitoring(run: RunPieces, cfg: RunConfig, settings: MonitorSettings, 
     return run.monitoring
 
 
+def open_dashboard(run: RunPieces, cfg: RunConfig, thumbnails: bool = True) -> Dashboard:
+    """--dashboard: the run's page, and the thumbnails of its tabs (not with --ray: they are on other
+    machines) taken on the pool's loop."""
+    from orchestrator.thumbnails import THUMBNAILS_DIR, Thumbnailer
+
+    thumbnailer = None
+    if thumbnails and run.fleet is not None:
+        thumbnailer = Thumbnailer(run.fleet.pool, cfg.run_dir / THUMBNAILS_DIR)
+        thumbnailer.start(run.fleet.loop)
+    try:
+        run.dashboard = start_dashboard(cfg.run_dir, cfg.dashboard or 0, cfg.dashboard_host, say, thumbnailer)
+    except BaseException:
+        if thumbnailer is not None:
+            thumbnailer.stop()
+        raise
+    return run.dashboard
+
+
 def fleet_env_settings(cfg: RunConfig, ports: list[int], urls: list[str], health_port: int) -> FleetEnvSettings:
     """The vec env of a run's tabs, reporting to the fleet's health channel."""
     return FleetEnvSettings(
@@ -227,6 +251,8 @@ def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, ev
         set_up_on_ray(run, cfg, events)
         if monitor.enabled:  # status.json: the tabs by host (their processes are on other machines: no CPU/memory)
             start_monitoring(run, cfg, monitor, events, ray=cfg.ray, machines=run.fleet.machines).running()
+        if cfg.dashboard:
+            open_dashboard(run, cfg, thumbnails=False)
         return
     settings = open_tab_fleet(run, cfg, monitor, events)
     if cfg.sims_per_tab > 1:
@@ -259,6 +285,8 @@ def open_tab_fleet(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, eve
     fleet = open_fleet(run, cfg, browser, ports, urls, events)
     if monitor.enabled:
         start_monitoring(run, cfg, monitor, events)
+    if cfg.dashboard:
+        open_dashboard(run, cfg)
     return fleet_env_settings(cfg, train_ports, urls, fleet.health_port)
 
 

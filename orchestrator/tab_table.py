@@ -35,6 +35,7 @@ class TabRow:
     uss_mb: float | None
     rss_mb: float
     host: int | None = None  # with --ray: the host holding the tab, 1-based as tabs are
+    last_failure: str | None = None  # the cause of its latest counted failure (crash, hang, ...)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TabRates:
             failures=tab.env_failures,
             renderer_pid=tab.renderer_pid, cpu_percent=proc.cpu_percent, pss_mb=proc.pss_mb, uss_mb=proc.uss_mb,
             rss_mb=proc.rss_mb, host=None if tab.host is None else tab.host + 1,
+            last_failure=tab.causes[-1] if tab.causes else None,
         )
 
     def _rate(self, index: int, steps: int, now: float, run_since: float | None) -> float:

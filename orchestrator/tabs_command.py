@@ -25,7 +25,15 @@ from browser_pool.tab_record import SocketWatch, TabRecord
 from orchestrator.config import RunConfig
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import Fleet
-from orchestrator.run_setup import RunPieces, find_browser, open_fleet, open_run_folder, stop_signals, tab_urls
+from orchestrator.run_setup import (
+    RunPieces,
+    find_browser,
+    open_dashboard,
+    open_fleet,
+    open_run_folder,
+    stop_signals,
+    tab_urls,
+)
 
 TICK_S = 2.0  # status.json is rewritten, and idle tabs looked for, this often
 STATUS_REPEAT_S = 60.0  # the status line is printed when it changes, and at least this often
@@ -133,6 +141,8 @@ class TabsCommand:
             try:
                 fleet = self.open_pool(run, events)
                 self._write_status(fleet)
+                if self.cfg.dashboard:
+                    open_dashboard(run, self.cfg)
                 say(f"[Tabs] Running; status in {self.cfg.run_dir / 'status.json'}. Ctrl+C stops and closes every tab.")
                 code = self._keep_alive(fleet)
             except KeyboardInterrupt:

@@ -58,7 +58,12 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
     assert data["ppo"]["with_tabs"]["n_envs"] == data["ppo"]["with_null_env"]["n_envs"] == 16  # 4 tabs x 4 sims
     assert data["ppo"]["with_tabs"]["n_steps"] == data["ppo"]["with_null_env"]["n_steps"]
     assert data["realtime"]["1_tabs"]["realtime_steps_per_s"] > 0
-    assert set(data["targets"]) == {"collection_4_tabs", "ppo_ratio", "startup_s_8_tabs", "pss_mb_per_tab"}
+    assert set(data["targets"]) == {"collection_4_tabs", "ppo_ratio", "startup_s_8_tabs", "pss_mb_per_tab", "dashboard_cost_percent"}
+    dashboard = data["dashboard"]  # (h) at 8 tabs, without and with the dashboard
+    assert dashboard["tabs"] == 8 and dashboard["pictures_taken"] >= 8 and dashboard["own_cpu_s"]["pages"] > 0
+    assert dashboard["cost_percent"] > 0 and data["targets"]["dashboard_cost_percent"]["value"] == dashboard["cost_percent"]
+    assert by[("dashboard-off", 8)]["steps_per_s"] > 0 and by[("dashboard-on", 8)]["steps_per_s"] > 0
+    assert "dashboard, 8 tabs: its own CPU" in result.stdout
     assert data["targets"]["collection_4_tabs"]["met"] is None  # no 4-tab rows in this variant
     assert data["fastest_kind"] in ("inline", "subproc", "tie")
     assert "x ceiling" in result.stdout and "start-up: 8 tabs connected" in result.stdout

@@ -36,9 +36,9 @@ def test_tab_state_words() -> None:
     assert tab_state("loaded", 0, EnvReport(connected=False, stepping_at=0.0, failed_at=None)) == "connecting"
     assert tab_state("loaded", 0, EnvReport(connected=True, stepping_at=0.0, failed_at=None)) == "connected"
     assert tab_state("loaded", 0, health) == "stepping"
-    assert tab_state("restarting", 1, health) == "restarting"
-    assert tab_state("loading", 2, health) == "restarting"
-    assert tab_state("loaded", 1, EnvReport(connected=False, stepping_at=1.0, failed_at=5.0)) == "restarting"
+    assert tab_state("restarting", 1, health) == "replacing"
+    assert tab_state("loading", 2, health) == "replacing"
+    assert tab_state("loaded", 1, EnvReport(connected=False, stepping_at=1.0, failed_at=5.0)) == "replacing"
     assert tab_state("failed", 3, health) == "failed"
 
 

@@ -72,6 +72,7 @@ def test_the_wheel_alone_runs_smoke_in_a_fresh_venv(tmp_path: Path, ports, no_le
     files = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/", 1)[0] for name in files if ".dist-info/" not in name} == OUR_PACKAGES  # no tests
     assert "lunarfleet/webapp/index.html" in files and "lunarfleet/webapp/sim/core.js" in files
+    assert {f"orchestrator/dashboard_page/{name}" for name in ("index.html", "dashboard.js", "chart.js", "dashboard.css")} <= set(files)
 
     python = fresh_venv(tmp_path / "venv", wheel)
     site = next((tmp_path / "venv" / "lib").glob("python3*/site-packages"))

@@ -1,7 +1,8 @@
 // The page's socket bridge: reads the URL, keeps one WebSocket to the Python side alive
 // (reconnecting forever), answers every message synchronously from onmessage (lock-step),
 // shows a status line and exposes window.lunarfleet for the browser pool (and, for videos,
-// frames of the canvas taken after each step: lunarfleet evaluate --video).
+// frames of the canvas taken after each step: lunarfleet evaluate --video; a snapshot now and then:
+// the dashboard).
 
 import { DEFAULT_PORT, parseParams, socketUrl } from './params.js';
 import { SimSession } from './protocol.js';
@@ -137,6 +138,17 @@ window.lunarfleet = {
   },
   get recording() {
     return { on: recording.on, waiting: recording.frames.length, dropped: recording.dropped };
+  },
+  /** Simulation 0 drawn now, scaled to `width` pixels wide, as a JPEG data URL (`quality` 0-1): the
+   * dashboard's thumbnails (orchestrator/thumbnails.py). Called between two steps, never in the step path. */
+  snapshot(width = 240, quality = 0.6) {
+    const arena = document.getElementById('arena');
+    drawSim(arena.getContext('2d'), session.sims[0]);
+    const small = document.createElement('canvas');
+    small.width = Math.min(width, arena.width);
+    small.height = Math.round((arena.height * small.width) / arena.width);
+    small.getContext('2d').drawImage(arena, 0, 0, small.width, small.height);
+    return small.toDataURL('image/jpeg', quality);
   },
   session, // for inspection from devtools
 };
