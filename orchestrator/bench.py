@@ -9,7 +9,10 @@
 (f) the embedded page in real-time mode (`realtime=1`, one step per 60 Hz frame, as the
     original app) next to lock-step;
 (g) the same number of tabs through Ray hosts (`--ray local --hosts 2`) against inline, and
-    Ray's start-up (`bench_ray.py`).
+    Ray's start-up (`bench_ray.py`);
+(h) the floor: a page that only echoes (`webapp/echo.html`) through the same transport, 1 and 4
+    tabs; every row is also given as a ratio to it (`bench_floor.py`);
+(p) with `--profile DIR`: profiles of each side at 4 tabs x 1 simulation (`bench_profile.py`).
 
 Rows are measured one after another with the same code path as `train` (`make_vec_env`),
 so on a shared machine compare ratios from one run, not absolute numbers across runs.
@@ -30,7 +33,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from orchestrator.bench_collection import batched_phase, ceiling_phase, single_sim_phase
+from orchestrator.bench_floor import floor_phase
 from orchestrator.bench_ppo import ppo_phase
+from orchestrator.bench_profile import profile_phase
 from orchestrator.bench_ray import ray_phase
 from orchestrator.bench_realtime import realtime_phase
 from orchestrator.bench_results import BenchResult, BenchSettings, summarise
@@ -59,6 +64,10 @@ def _run(bench: Bench) -> BenchResult:
 def _phases(bench: Bench) -> None:
     s = bench.s
     _phase(bench, "(d)(e)(a) one simulation per tab", lambda: single_sim_phase(bench))
+    if s.floor:
+        _phase(bench, "(h) the floor: the echo page", lambda: floor_phase(bench))
+    if s.profile_dir:
+        _phase(bench, f"(p) profiles at 4 tabs x 1 simulation into {s.profile_dir}", lambda: profile_phase(bench, s.profile_dir))
     for k in s.sims:
         _phase(bench, f"(a)(c) {k} simulations per tab", lambda k=k: batched_phase(bench, k))
     if s.realtime_tabs:

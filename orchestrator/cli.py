@@ -120,6 +120,7 @@ def _bench(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(settings, key, value)
     settings.ppo = not args.no_ppo
+    settings.profile_dir = args.profile
     settings.ray = None if args.ray == "none" else args.ray
     if 4 % args.hosts:
         print("lunarfleet: bench --hosts shares 4 tabs among the hosts: 1, 2 or 4", file=sys.stderr)
