@@ -15,6 +15,7 @@ from browser_pool.chromium import LaunchOptions
 from browser_pool.pool import TabPool
 from orchestrator.bench_meters import CpuMeter, collect, rounded
 from orchestrator.bench_results import MAX_EPISODE_STEPS, STARTUP_TABS, BenchResult, BenchSettings, Row
+from orchestrator.config import WORKER_SOCKET
 from orchestrator.events import say
 from orchestrator.run_setup import RunPieces, find_browser, free_ports, serve_page
 from training.event_loop import LoopThread
@@ -73,7 +74,7 @@ class Bench:
         opening (with the start's future)."""
         urls = [
             f"http://localhost:{self.app_port}/{page}?wsPort={port}&maxSteps={MAX_EPISODE_STEPS}&seed={i}"
-            f"&token={self.token}{extra}"
+            f"&token={self.token}{WORKER_SOCKET}{extra}"
             for i, port in enumerate(self.ports[:count])
         ]
         pool = TabPool(urls, self.ports[:count], LaunchOptions(executable=self.executable), on_event=on_event)
