@@ -134,7 +134,6 @@ def _tabs_and_null_in_turn(
 
 # ---- PPO at the original app's settings: 4 envs, n_steps 2,048 ----------------------------------
 ORIGINAL_ENVS = 4
-ORIGINAL_N_STEPS = 2048
 # The same 4 PPO envs as 4 tabs x 1 simulation (the README train command) and packed as 2 tabs x
 # 2 simulations (half the messages; the embedded page only): result key, tabs, simulations per tab.
 ORIGINAL_LAYOUTS = (("ppo_original_settings", 4, 1), ("ppo_original_settings_packed", 2, 2))
@@ -150,7 +149,7 @@ def _original_settings(bench: Bench) -> None:
     try:
         for key, tabs, k in ORIGINAL_LAYOUTS:
             run_tabs, run_null = _tabs_and_null_in_turn(
-                bench, tabs, k, ORIGINAL_ENVS * ORIGINAL_N_STEPS, max(2, bench.s.ppo_rollouts)
+                bench, tabs, k, ORIGINAL_ENVS * bench.s.original_n_steps, max(2, bench.s.ppo_rollouts)
             )
             ratio = round(run_tabs["fps"] / run_null["fps"], 4)
             setattr(bench.result, key, {"tabs": tabs, "sims_per_tab": k, "torch_threads": 1,

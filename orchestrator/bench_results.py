@@ -31,6 +31,7 @@ class BenchSettings:
     ppo_sims: int | None = None  # None: the K that collected fastest with ppo_tabs tabs
     ppo_rollout: int = 8192  # samples per PPO rollout (n_steps = rollout / envs)
     ppo_rollouts: int = 3
+    original_n_steps: int = 2048  # PPO at the original settings: n_steps per env (2,048 is the original app's)
     ppo_single_sim: bool = True  # also PPO over one simulation per tab, per vec env kind (slow)
     realtime_tabs: list[int] = field(default_factory=lambda: [1])  # more tabs share one window: hidden ones get no frames
     vec_env_start: bool = True  # (d) also: seconds to start each vec env kind for 8 tabs, workers without preloading (slow)
@@ -161,8 +162,8 @@ def _against_floor(r: BenchResult) -> None:
         return
     for row in r.rows:
         floor = floors.get(row.tabs) or floors.get(4) or next(iter(floors.values()))
-        if row.mode == "floor" or not row.tabs:
-            continue
+        if row.mode == "floor" or row.mode.startswith("ppo") or not row.tabs:
+            continue  # PPO rows count trained steps, not round trips
         row.x_floor = {
             key: round(mine / theirs, 3)
             for key, mine, theirs in (

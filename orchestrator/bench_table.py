@@ -82,7 +82,7 @@ def _floor_lines(result: BenchResult) -> list[str]:
     for key, label in (("ppo_original_settings", "4 tabs x 1"), ("ppo_original_settings_packed", "2 tabs x 2")):
         p = getattr(result, key)
         if p:
-            lines.append(f"PPO at the original settings ({label} simulations = 4 envs, n_steps 2,048, batch 64, 10 epochs, "
+            lines.append(f"PPO at the original settings ({label} simulations = 4 envs, n_steps {p['with_tabs']['n_steps']:,}, batch 64, 10 epochs, "
                          f"1 torch thread): {p['with_tabs']['fps']:,.0f} fps with tabs vs {p['with_null_env']['fps']:,.0f} "
                          f"with the null env = {p['ratio']:.2f}x")
     return lines

@@ -249,6 +249,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bench.add_argument("--seconds", type=_positive_float, metavar="S", help="measuring window per row (default 4; --quick 1.5)")
     bench.add_argument("--ppo-rollout", type=_positive_int, metavar="N", help="PPO samples per rollout, n_steps = N / envs (default 8192; --quick 4096)")
     bench.add_argument("--ppo-rollouts", type=_positive_int, metavar="R", help="PPO rollouts (each followed by training) per measurement (default 3; --quick 2)")
+    bench.add_argument("--original-n-steps", type=_positive_int, metavar="N", help="n_steps of PPO at the original settings (default 2048, the original app's; smaller only to try the bench out quickly)")
     bench.add_argument("--no-ppo", action="store_true", help="skip (c), the PPO measurement (with it, PPO at the original app's settings: 4 envs, n_steps 2048, as 4 tabs x 1 simulation and as 2 tabs x 2)")
     bench.add_argument("--profile", type=Path, metavar="DIR", help="(p) also profile each side at 4 tabs x 1 simulation into DIR: cProfile of the trainer's two threads (python-profile.txt, *.pstats) and a Chromium trace (chromium-trace.json, chromium-profile.txt)")
     bench.add_argument("--realtime-tabs", type=_int_list, metavar="N,N", help="tab counts of the real-time rows, 0 to skip (default 1; with more, tabs share one headless window and the hidden ones get no animation frames)")
