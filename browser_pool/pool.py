@@ -406,6 +406,18 @@ class TabPool:
             self._emit("browser_restarted", {"what": what, "seconds": round(time.monotonic() - started, 3)})
 
     # ---- for the orchestrator ----------------------------------------------------------
+    async def trace(self, seconds: float, categories: list[str]) -> bytes:
+        """A Chromium trace of the whole browser for `seconds` (lunarfleet bench --profile), taken
+        between the traces that find each new page's renderer."""
+        assert self._browser is not None
+        async with self._trace_lock:
+            await self._browser.start_tracing(categories=categories)
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                trace = await self._browser.stop_tracing()
+        return trace
+
     @property
     def browser_pid(self) -> int | None:
         return self._browser_pid

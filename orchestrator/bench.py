@@ -10,7 +10,10 @@
     original app) next to lock-step;
 (g) the same number of tabs through Ray hosts (`--ray local --hosts 2`) against inline, and
     Ray's start-up (`bench_ray.py`);
-(h) the CPU `--dashboard` costs at 8 tabs, without and with it in turn (`bench_dashboard.py`).
+(h) the floor: a page that only echoes (`webapp/echo.html`) through the same transport, 1 and 4
+    tabs; every row is also given as a ratio to it (`bench_floor.py`);
+(i) the CPU `--dashboard` costs at 8 tabs, without and with it in turn (`bench_dashboard.py`);
+(p) with `--profile DIR`: profiles of each side at 4 tabs x 1 simulation (`bench_profile.py`).
 
 Rows are measured one after another with the same code path as `train` (`make_vec_env`),
 so on a shared machine compare ratios from one run, not absolute numbers across runs.
@@ -32,7 +35,9 @@ from pathlib import Path
 
 from orchestrator.bench_collection import batched_phase, ceiling_phase, single_sim_phase
 from orchestrator.bench_dashboard import dashboard_phase
+from orchestrator.bench_floor import floor_phase
 from orchestrator.bench_ppo import ppo_phase
+from orchestrator.bench_profile import profile_phase
 from orchestrator.bench_ray import ray_phase
 from orchestrator.bench_realtime import realtime_phase
 from orchestrator.bench_results import BenchResult, BenchSettings, summarise
@@ -61,6 +66,10 @@ def _run(bench: Bench) -> BenchResult:
 def _phases(bench: Bench) -> None:
     s = bench.s
     _phase(bench, "(d)(e)(a) one simulation per tab", lambda: single_sim_phase(bench))
+    if s.floor:
+        _phase(bench, "(h) the floor: the echo page", lambda: floor_phase(bench))
+    if s.profile_dir:
+        _phase(bench, f"(p) profiles at 4 tabs x 1 simulation into {s.profile_dir}", lambda: profile_phase(bench, s.profile_dir))
     for k in s.sims:
         _phase(bench, f"(a)(c) {k} simulations per tab", lambda k=k: batched_phase(bench, k))
     if s.realtime_tabs:
@@ -70,7 +79,7 @@ def _phases(bench: Bench) -> None:
     if s.ray:
         _phase(bench, f"(g) Ray hosts (--ray {s.ray})", lambda: ray_phase(bench))
     if s.dashboard:
-        _phase(bench, "(h) dashboard", lambda: dashboard_phase(bench))
+        _phase(bench, "(i) dashboard", lambda: dashboard_phase(bench))
     _phase(bench, "(b) null env ceiling", lambda: ceiling_phase(bench))
     if s.ppo:
         _phase(bench, "(c) PPO", lambda: ppo_phase(bench))

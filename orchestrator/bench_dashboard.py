@@ -1,4 +1,4 @@
-"""`lunarfleet bench`, (h): what `--dashboard` costs, at 8 tabs.
+"""`lunarfleet bench`, (i): what `--dashboard` costs, at 8 tabs.
 
 One browser of 8 tabs collects with a random policy in windows taken in turn without and with the
 dashboard: its server, the thumbnails of every tab (orchestrator/thumbnails.py) and a viewer that

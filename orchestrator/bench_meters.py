@@ -17,27 +17,51 @@ if TYPE_CHECKING:
 
 
 class CpuMeter:
-    """CPU seconds of this process (+ its Python workers) and of the browser (+ driver)."""
+    """CPU seconds of this process (+ its Python workers) and of the browser (+ driver), the
+    browser's also by Chromium process type (`process_kind`)."""
 
     def __init__(self) -> None:
         self.me = psutil.Process()
+        self._kinds: dict[int, str] = {}  # pid -> python, or a Chromium process type
 
     def sample(self) -> dict[int, tuple[str, float]]:
         found: dict[int, tuple[str, float]] = {}
         for proc in [self.me, *self.me.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                name = proc.name()
-                group = "python" if proc.pid == self.me.pid or name.startswith("python") else "browser"
-                found[proc.pid] = (group, times.user + times.system)
+                if proc.pid not in self._kinds:
+                    self._kinds[proc.pid] = "python" if proc.pid == self.me.pid else process_kind(proc)
+                found[proc.pid] = (self._kinds[proc.pid], times.user + times.system)
         return found
 
     @staticmethod
     def delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+        """Seconds by group (python, browser) and, as browser:KIND, by Chromium process type."""
         used = {"python": 0.0, "browser": 0.0}
-        for pid, (group, seconds) in after.items():
-            used[group] += seconds - (before[pid][1] if pid in before else 0.0)
+        for pid, (kind, seconds) in after.items():
+            spent = seconds - (before[pid][1] if pid in before else 0.0)
+            group = "python" if kind == "python" else "browser"
+            used[group] += spent
+            if group == "browser":
+                used[f"browser:{kind}"] = used.get(f"browser:{kind}", 0.0) + spent
         return used
+
+
+def process_kind(proc: psutil.Process) -> str:
+    """python (a worker), driver (Playwright's node), or the Chromium process type: browser,
+    renderer, network (the network service), gpu, other (zygotes, other utilities)."""
+    name = proc.name()
+    if name.startswith("python"):
+        return "python"
+    if name.startswith("node") or "playwright" in name:
+        return "driver"
+    args = proc.cmdline()
+    kind = next((a.split("=", 1)[1] for a in args if a.startswith("--type=")), None)
+    if kind is None:
+        return "browser"
+    if kind == "utility" and any("NetworkService" in a for a in args):
+        return "network"
+    return {"renderer": "renderer", "gpu-process": "gpu"}.get(kind, "other")
 
 
 def collect(venv: VecEnv, seconds: float, warmup_s: float, meter: CpuMeter | None = None) -> tuple[float, dict[str, float]]:

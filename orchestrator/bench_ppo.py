@@ -1,6 +1,8 @@
 """`lunarfleet bench`, (c): PPO training fps with tabs versus the null env, at identical settings
 (the original app's hyperparameters, n_steps from the rollout size), the two taking turns rollout
-by rollout; and, unless `--quick`, PPO over one simulation per tab for each vec env kind."""
+by rollout; PPO at the original app's settings (4 envs, n_steps 2,048) as 4 tabs x 1 simulation
+and packed as 2 tabs x 2; and, unless `--quick`, PPO over one simulation per tab for each vec env
+kind."""
 
 from __future__ import annotations
 
@@ -90,10 +92,11 @@ def ppo_phase(bench: Bench) -> None:
     from orchestrator.sizing import trainer_threads
 
     s = bench.s
+    _original_settings(bench)
     k = s.ppo_sims or _best_sims(bench.result, s.ppo_tabs) or max(s.sims, default=1)
     threads = trainer_threads(envs=s.ppo_tabs)
     torch.set_num_threads(threads)
-    tabs, null = _tabs_and_null_in_turn(bench, k)
+    tabs, null = _tabs_and_null_in_turn(bench, s.ppo_tabs, k, s.ppo_rollout, s.ppo_rollouts)
     _note_tabs_and_null(bench.result, s.ppo_tabs, k, threads, tabs, null)
     if s.ppo_single_sim:
         _single_sim_ppo(bench)
@@ -115,17 +118,47 @@ def _mode(k: int) -> str:
     return f"inline-sims{k}" if k > 1 else "inline"
 
 
-def _tabs_and_null_in_turn(bench: Bench, k: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """PPO with tabs of `k` simulations and with as many null envs; the two runs take turns,
-    rollout by rollout, so both meet the same machine load."""
-    s = bench.s
-    with bench.browser(s.ppo_tabs, extra=f"&sims={k}" if k > 1 else ""), bench.vec_env(s.ppo_tabs, "inline", k) as venv:
-        with_tabs = PPORun(venv, s.ppo_rollout)
-        with_null = PPORun(NullVecEnv(s.ppo_tabs * k, MAX_EPISODE_STEPS), s.ppo_rollout)
-        for _ in range(s.ppo_rollouts):
+def _tabs_and_null_in_turn(
+    bench: Bench, tabs: int, k: int, rollout: int, rollouts: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """PPO with `tabs` tabs of `k` simulations and with as many null envs; the two runs take
+    turns, rollout by rollout, so both meet the same machine load."""
+    with bench.browser(tabs, extra=f"&sims={k}" if k > 1 else ""), bench.vec_env(tabs, "inline", k) as venv:
+        with_tabs = PPORun(venv, rollout)
+        with_null = PPORun(NullVecEnv(tabs * k, MAX_EPISODE_STEPS), rollout)
+        for _ in range(rollouts):
             with_tabs.learn()
             with_null.learn()
         return with_tabs.result(), with_null.result()
+
+
+# ---- PPO at the original app's settings: 4 envs, n_steps 2,048 ----------------------------------
+ORIGINAL_ENVS = 4
+# The same 4 PPO envs as 4 tabs x 1 simulation (the README train command) and packed as 2 tabs x
+# 2 simulations (half the messages; the embedded page only): result key, tabs, simulations per tab.
+ORIGINAL_LAYOUTS = (("ppo_original_settings", 4, 1), ("ppo_original_settings_packed", 2, 2))
+
+
+def _original_settings(bench: Bench) -> None:
+    """PPO exactly as most users run it (n_steps 2,048, batch 64, 10 epochs, 1 torch thread),
+    with tabs and with the null env in turn, at least 2 rollouts each, for each layout."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for key, tabs, k in ORIGINAL_LAYOUTS:
+            run_tabs, run_null = _tabs_and_null_in_turn(
+                bench, tabs, k, ORIGINAL_ENVS * bench.s.original_n_steps, max(2, bench.s.ppo_rollouts)
+            )
+            ratio = round(run_tabs["fps"] / run_null["fps"], 4)
+            setattr(bench.result, key, {"tabs": tabs, "sims_per_tab": k, "torch_threads": 1,
+                                        "with_tabs": run_tabs, "with_null_env": run_null, "ratio": ratio})
+            bench.say(f"[Bench]   PPO at the original settings, {tabs} tabs x {k}: {run_tabs['fps']:,.0f} fps with tabs "
+                      f"(collecting {run_tabs['collect_s']:.1f} s, training {run_tabs['train_s']:.1f} s) vs "
+                      f"{run_null['fps']:,.0f} with the null env: {ratio:.2f}x")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _note_tabs_and_null(

@@ -32,13 +32,16 @@ class BenchSettings:
     ppo_sims: int | None = None  # None: the K that collected fastest with ppo_tabs tabs
     ppo_rollout: int = 8192  # samples per PPO rollout (n_steps = rollout / envs)
     ppo_rollouts: int = 3
+    original_n_steps: int = 2048  # PPO at the original settings: n_steps per env (2,048 is the original app's)
     ppo_single_sim: bool = True  # also PPO over one simulation per tab, per vec env kind (slow)
     realtime_tabs: list[int] = field(default_factory=lambda: [1])  # more tabs share one window: hidden ones get no frames
     vec_env_start: bool = True  # (d) also: seconds to start each vec env kind for 8 tabs, workers without preloading (slow)
     ray: str | None = "local"  # (g) the Ray hosts' row: None skips it; "local", "auto" or HOST:PORT
     ray_hosts: int = 2
     ray_tabs_per_host: int = 2
-    dashboard: bool = True  # (h) the dashboard's CPU cost at 8 tabs
+    dashboard: bool = True  # (i) the dashboard's CPU cost at 8 tabs
+    floor: bool = True  # (h) the echo page's rows
+    profile_dir: Path | None = None  # (p) profiles of each side at 4 tabs x 1 simulation go here
     base_port: int = 8765
     app_port: int = 4200
     browser: str | None = None
@@ -66,6 +69,11 @@ class Row:
     python_cpu_ms_per_1k: float | None = None  # CPU of this process and its Python workers
     browser_cpu_ms_per_1k: float | None = None  # CPU of Chromium and the Playwright driver
     note: str = ""
+    # ms per 1000 env-steps (= us per step) of each Chromium process type (bench_meters.process_kind)
+    browser_cpu_by_type: dict[str, float] = field(default_factory=dict)
+    # this row against the floor (the echo page, bench_floor.py) at its tab count (4 tabs' floor
+    # for other counts): steps_per_s / round trips per s, and CPU per step / the floor's
+    x_floor: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +88,12 @@ class BenchResult:
     pss_mb_browser_shared: float | None = None
     pss_mb_per_subproc_worker: float | None = None  # what --vec-env subproc adds per tab (forked from a preloaded server)
     pss_mb_per_subproc_worker_as_train: float | None = None  # (full) workers started as `train` starts them
+    # the floor: the echo page through the same transport, 4 tabs (1 tab under "one_tab"):
+    # round_trips_per_s, python_us and browser_us per round trip, browser_us_by_type
+    floor: dict[str, Any] = field(default_factory=dict)
+    per_step_cpu_us: dict[str, Any] = field(default_factory=dict)  # trainer, browser at 4 tabs x 1 simulation (+ x floor)
+    ppo_original_settings: dict[str, Any] = field(default_factory=dict)  # 4 tabs x 1, n_steps 2,048: with_tabs, with_null_env fps, ratio
+    ppo_original_settings_packed: dict[str, Any] = field(default_factory=dict)  # the same 4 envs in 2 tabs x 2 simulations
     ppo_fps_tabs: float | None = None
     ppo_fps_null: float | None = None
     ppo_ratio: float | None = None
@@ -93,7 +107,7 @@ class BenchResult:
     # ray_start_s, hosts_ready_s; or skipped (why)
     ray: dict[str, Any] = field(default_factory=dict)
     ray_ppo: dict[str, Any] = field(default_factory=dict)  # (g) PPO through the Ray hosts (fps, n_steps, collect_s, train_s)
-    # (h) --dashboard at 8 tabs: steps/s and CPU ms per 1000 steps without and with it, cost_percent
+    # (i) --dashboard at 8 tabs: steps/s and CPU ms per 1000 steps without and with it, cost_percent
     dashboard: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -111,6 +125,7 @@ def summarise(r: BenchResult) -> None:
     _best_four_tabs(r, collecting)
     _fastest_kind(r, collecting)
     _realtime_against_lockstep(r, collecting)
+    _against_floor(r)
     _check_targets(r)
 
 
@@ -141,6 +156,36 @@ def _realtime_against_lockstep(r: BenchResult, collecting: list[Row]) -> None:
                 "lockstep_steps_per_s": lock.steps_per_s,
                 "lockstep_gain": round(lock.steps_per_s / max(row.steps_per_s, 1e-9), 1),
             }
+
+
+def _against_floor(r: BenchResult) -> None:
+    """Each row's rate and CPU per step as a ratio to the floor at its tab count (else 4 tabs'),
+    and `per_step_cpu_us` at 4 tabs x 1 simulation."""
+    floors = {row.tabs: row for row in r.rows if row.mode == "floor"}
+    if not floors:
+        return
+    for row in r.rows:
+        floor = floors.get(row.tabs) or floors.get(4) or next(iter(floors.values()))
+        if row.mode == "floor" or row.mode.startswith("ppo") or not row.tabs:
+            continue  # PPO rows count trained steps, not round trips
+        row.x_floor = {
+            key: round(mine / theirs, 3)
+            for key, mine, theirs in (
+                ("steps_per_s", row.steps_per_s, floor.steps_per_s),
+                ("python", row.python_cpu_ms_per_1k, floor.python_cpu_ms_per_1k),
+                ("browser", row.browser_cpu_ms_per_1k, floor.browser_cpu_ms_per_1k),
+            )
+            if mine is not None and theirs
+        }
+    four = next((row for row in r.rows if row.mode == "inline" and row.tabs == 4 and row.sims_per_tab == 1), None)
+    if four is not None:
+        r.per_step_cpu_us = {
+            "trainer": four.python_cpu_ms_per_1k,
+            "browser": four.browser_cpu_ms_per_1k,
+            "browser_by_type": four.browser_cpu_by_type,
+            "steps_per_s": four.steps_per_s,
+            "x_floor": four.x_floor,
+        }
 
 
 def _check_targets(r: BenchResult) -> None:

@@ -15,6 +15,7 @@ from browser_pool.chromium import LaunchOptions
 from browser_pool.pool import TabPool
 from orchestrator.bench_meters import CpuMeter, collect, rounded
 from orchestrator.bench_results import MAX_EPISODE_STEPS, STARTUP_TABS, BenchResult, BenchSettings, Row
+from orchestrator.config import WORKER_SOCKET
 from orchestrator.events import say
 from orchestrator.run_setup import RunPieces, find_browser, free_ports, serve_page
 from training.event_loop import LoopThread
@@ -65,13 +66,15 @@ class Bench:
         count: int,
         extra: str = "",
         background: bool = False,
+        page: str = "",
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> Iterator[tuple[TabPool, Any]]:
-        """One browser with `count` tabs of the embedded page (URL parameters `extra`), closed after;
-        with `background`, yielded while the tabs are still opening (with the start's future)."""
+        """One browser with `count` tabs of the embedded page (or `page` of webapp/, e.g. echo.html;
+        URL parameters `extra`), closed after; with `background`, yielded while the tabs are still
+        opening (with the start's future)."""
         urls = [
-            f"http://localhost:{self.app_port}/?wsPort={port}&maxSteps={MAX_EPISODE_STEPS}&seed={i}"
-            f"&token={self.token}{extra}"
+            f"http://localhost:{self.app_port}/{page}?wsPort={port}&maxSteps={MAX_EPISODE_STEPS}&seed={i}"
+            f"&token={self.token}{WORKER_SOCKET}{extra}"
             for i, port in enumerate(self.ports[:count])
         ]
         pool = TabPool(urls, self.ports[:count], LaunchOptions(executable=self.executable), on_event=on_event)
@@ -112,6 +115,7 @@ class Bench:
             None,
             rounded(cpu.get("python")),
             rounded(cpu.get("browser")),
+            browser_cpu_by_type={k.split(":", 1)[1]: round(v, 1) for k, v in cpu.items() if k.startswith("browser:")},
         )
         self.result.rows.append(row)
         self.say(f"[Bench]   {mode:<14} {tabs} tab(s) x {sims} = {venv.num_envs:>3} envs: {rate:>9,.0f} env-steps/s")

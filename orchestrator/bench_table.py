@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from orchestrator.bench_results import BenchResult, Row
 
-HEADER = f"{'mode':<16} {'tabs':>4} {'sims':>4} {'envs':>5} {'steps/s':>10} {'x ceiling':>10} {'py ms/1k':>9} {'browser ms/1k':>13}  note"
-ORDER = {"null": 0, "inline": 1, "subproc": 2, "ray": 3, "realtime": 4, "ppo-null": 5, "ppo-inline": 6, "ppo-subproc": 6, "ppo-ray": 6, "ppo-tabs": 7}
+HEADER = (f"{'mode':<16} {'tabs':>4} {'sims':>4} {'envs':>5} {'steps/s':>10} {'x ceiling':>10} {'py ms/1k':>9} {'browser ms/1k':>13} "
+          f"{'x floor: rate/py/browser':>24}  note")
+ORDER = {"floor": -1, "null": 0, "inline": 1, "subproc": 2, "ray": 3, "realtime": 4, "ppo-null": 5, "ppo-inline": 6, "ppo-subproc": 6, "ppo-ray": 6, "ppo-tabs": 7}
 
 
 def table(result: BenchResult) -> str:
@@ -26,13 +27,18 @@ def _row_line(row: Row) -> str:
     tabs = str(row.tabs) if row.tabs else "-"
     return (
         f"{row.mode:<16} {tabs:>4} {row.sims_per_tab:>4} {row.envs:>5} {row.steps_per_s:>10,.0f} {ratio:>10} "
-        f"{_fmt(row.python_cpu_ms_per_1k):>9} {_fmt(row.browser_cpu_ms_per_1k):>13}  {row.note}".rstrip()
+        f"{_fmt(row.python_cpu_ms_per_1k):>9} {_fmt(row.browser_cpu_ms_per_1k):>13} {_x_floor(row):>24}  {row.note}".rstrip()
     )
+
+
+def _x_floor(row: Row) -> str:
+    x = row.x_floor
+    return "/".join(f"{x[k]:.2f}" if k in x else "-" for k in ("steps_per_s", "python", "browser")) if x else ""
 
 
 def _target_lines(result: BenchResult) -> list[str]:
     """Collection with 4 tabs, PPO with tabs against the null env, start-up and memory per tab."""
-    lines = []
+    lines = _floor_lines(result)
 
     def verdict(name: str) -> str:
         met = result.targets.get(name, {}).get("met")
@@ -67,6 +73,30 @@ def _target_lines(result: BenchResult) -> list[str]:
             f"{d['cpu_ms_per_1k_without']:,.1f} without ({d['difference_percent']:+.1f} %; windows without it differ by "
             f"{d['noise_percent']:.1f} % among themselves); {d['steps_per_s_with']:,.0f} vs {d['steps_per_s_without']:,.0f} steps/s"
         )
+    return lines
+
+
+def _floor_lines(result: BenchResult) -> list[str]:
+    """The floor (echo page), the cost of a step at 4 tabs x 1 simulation against it, and PPO at
+    the original app's settings."""
+    lines = []
+    f = result.floor
+    if f:
+        by_type = ", ".join(f"{k} {v:.0f}" for k, v in sorted(f["browser_us_by_type"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"floor (echo page, 4 tabs): {f['round_trips_per_s']:,.0f} round trips/s; per round trip "
+                     f"{f['python_us']:.0f} us Python, {f['browser_us']:.0f} us Chromium ({by_type})")
+    c = result.per_step_cpu_us
+    if c:
+        x = c.get("x_floor", {})
+        lines.append(f"one step at 4 tabs x 1 simulation: {c['trainer']:.0f} us trainer ({x.get('python', 0):.2f}x floor), "
+                     f"{c['browser']:.0f} us Chromium ({x.get('browser', 0):.2f}x); collection {c['steps_per_s']:,.0f} "
+                     f"env-steps/s ({x.get('steps_per_s', 0):.2f}x the floor's round trips/s)")
+    for key, label in (("ppo_original_settings", "4 tabs x 1"), ("ppo_original_settings_packed", "2 tabs x 2")):
+        p = getattr(result, key)
+        if p:
+            lines.append(f"PPO at the original settings ({label} simulations = 4 envs, n_steps {p['with_tabs']['n_steps']:,}, batch 64, 10 epochs, "
+                         f"1 torch thread): {p['with_tabs']['fps']:,.0f} fps with tabs vs {p['with_null_env']['fps']:,.0f} "
+                         f"with the null env = {p['ratio']:.2f}x")
     return lines
 
 

@@ -67,10 +67,18 @@ def _supervising(args: argparse.Namespace) -> bool:
 
 
 def _pick_envs(args: argparse.Namespace) -> None:
-    """`--envs auto`: as many tabs as the cores and free memory carry."""
-    from orchestrator.sizing import auto_envs
+    """`--envs auto`: as many tabs as the cores and free memory carry; on a small machine, with the
+    embedded page, the same envs packed two simulations to a tab (`sizing.packed_layout`)."""
+    from orchestrator.sizing import auto_envs, packed_layout
 
     args.envs, why = auto_envs(floor_mb=args.memory_floor_mb, vec_env=args.vec_env or DEFAULT_VEC_ENV)
+    packed = None
+    if args.command in ("train", "smoke") and args.url is None and args.sims_per_tab == 1 and args.vec_env in (None, "inline") \
+            and getattr(args, "ray", None) is None:
+        packed = packed_layout(args.envs)  # the embedded page only: the original app runs one simulation
+    if packed is not None:
+        args.envs, args.sims_per_tab, packed_why = packed
+        why += f"\n[Setup] {packed_why}"
     if not _supervising(args):
         print(f"[Setup] {why}", flush=True)  # said by the process that trains, not its supervisor
 
@@ -121,6 +129,7 @@ def _bench(args: argparse.Namespace) -> int:
         "seconds": args.seconds,
         "ppo_rollout": args.ppo_rollout,
         "ppo_rollouts": args.ppo_rollouts,
+        "original_n_steps": args.original_n_steps,
         "realtime_tabs": [n for n in args.realtime_tabs if n > 0] if args.realtime_tabs is not None else None,
     }
     for key, value in overrides.items():
@@ -128,6 +137,7 @@ def _bench(args: argparse.Namespace) -> int:
             setattr(settings, key, value)
     settings.ppo = not args.no_ppo
     settings.dashboard = not args.no_dashboard
+    settings.profile_dir = args.profile
     settings.ray = None if args.ray == "none" else args.ray
     if 4 % args.hosts:
         print("lunarfleet: bench --hosts shares 4 tabs among the hosts: 1, 2 or 4", file=sys.stderr)

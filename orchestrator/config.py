@@ -17,6 +17,10 @@ from training.vec_env import DEFAULT_VEC_ENV
 DEFAULT_URL = "http://localhost:{app_port}/?wsPort={port}&maxSteps={max_steps}"
 # The embedded page also learns its seed, stage and run token from its URL.
 EMBEDDED_EXTRAS = "&seed={seed}&stage={stage}&token={token}"
+# The embedded page's WebSocket in a shared worker, out of Playwright's sight: about half the CPU
+# per step on both sides (webapp/socket_link.js, lunarfleet bench). Not for `lunarfleet tabs`,
+# which watches the pages' sockets through Playwright.
+WORKER_SOCKET = "&socket=worker"
 CHAOS_OVERTIME_S = 600.0  # --chaos-overtime: how long training may go on past --timesteps for planned faults
 MAX_SIMS_PER_TAB = 64  # the page's limit (webapp/params.js)
 # --eval-freq: an evaluation runs at most this share of the steps trained between two evaluations,
@@ -102,8 +106,12 @@ class RunConfig:
     def run_dir(self) -> Path:
         return self.runs_dir / self.run_id
 
+    @property
+    def _embedded_template(self) -> str:
+        return DEFAULT_URL + EMBEDDED_EXTRAS + ("" if self.command == "tabs" else WORKER_SOCKET)
+
     def tab_url(self, env_id: int, port: int, app_port: int) -> str:
-        template = self.url or DEFAULT_URL + EMBEDDED_EXTRAS
+        template = self.url or self._embedded_template
         if self.embedded and self.sims_per_tab > 1:
             template += f"&sims={self.sims_per_tab}"
         if self.embedded and env_id == 0 and (self.watch or self.record_video):
@@ -125,7 +133,7 @@ class RunConfig:
 
     def eval_tab_url(self, port: int, app_port: int) -> str:
         """The evaluation tab's page: one simulation, its own episode limit and seed, never drawn."""
-        template = self.url or DEFAULT_URL + EMBEDDED_EXTRAS
+        template = self.url or self._embedded_template
         return template.format(app_port=app_port, port=port, env_id=self.envs, max_steps=self.eval_max_episode_steps,
                                seed=self.seed + EVAL_SEED_OFFSET, stage=self.stage, token=self.token)
 

@@ -22,7 +22,8 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
     result = run_cli(
         [
             "bench", "--quick", "--json", str(out), "--tabs", "1,2", "--sims", "4", "--seconds", "0.5",
-            "--ppo-rollout", "512", "--ppo-rollouts", "1", "--realtime-tabs", "1",
+            "--ppo-rollout", "512", "--ppo-rollouts", "1", "--realtime-tabs", "1", "--original-n-steps", "64",
+            "--profile", str(tmp_path / "profile"),
             "--app-port", str(app), "--base-port", str(base),
         ],
         cwd=tmp_path,
@@ -59,7 +60,7 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
     assert data["ppo"]["with_tabs"]["n_steps"] == data["ppo"]["with_null_env"]["n_steps"]
     assert data["realtime"]["1_tabs"]["realtime_steps_per_s"] > 0
     assert set(data["targets"]) == {"collection_4_tabs", "ppo_ratio", "startup_s_8_tabs", "pss_mb_per_tab", "dashboard_cost_percent"}
-    dashboard = data["dashboard"]  # (h) at 8 tabs, without and with the dashboard
+    dashboard = data["dashboard"]  # (i) at 8 tabs, without and with the dashboard
     assert dashboard["tabs"] == 8 and dashboard["pictures_taken"] >= 8 and dashboard["own_cpu_s"]["pages"] > 0
     assert dashboard["cost_percent"] > 0 and data["targets"]["dashboard_cost_percent"]["value"] == dashboard["cost_percent"]
     assert by[("dashboard-off", 8)]["steps_per_s"] > 0 and by[("dashboard-on", 8)]["steps_per_s"] > 0
@@ -67,6 +68,34 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
     assert data["targets"]["collection_4_tabs"]["met"] is None  # no 4-tab rows in this variant
     assert data["fastest_kind"] in ("inline", "subproc", "tie")
     assert "x ceiling" in result.stdout and "start-up: 8 tabs connected" in result.stdout
+    # (h) the floor: the echo page at 1 and 4 tabs, and each row against it (1-tab rows: the 1-tab floor)
+    floor = {row["tabs"]: row for row in rows if row["mode"] == "floor"}
+    assert set(floor) == {1, 4}
+    assert data["floor"]["round_trips_per_s"] == floor[4]["steps_per_s"] > 0
+    assert data["floor"]["python_us"] == floor[4]["python_cpu_ms_per_1k"] > 0
+    assert data["floor"]["browser_us"] == floor[4]["browser_cpu_ms_per_1k"] > 0
+    assert data["floor"]["one_tab"]["round_trips_per_s"] == floor[1]["steps_per_s"]
+    by_type = data["floor"]["browser_us_by_type"]
+    assert by_type["renderer"] > 0 and sum(by_type.values()) == pytest.approx(data["floor"]["browser_us"], abs=1.0)
+    one = by[("inline", 1)]
+    assert one["x_floor"]["steps_per_s"] == pytest.approx(one["steps_per_s"] / floor[1]["steps_per_s"], rel=1e-2)
+    assert one["x_floor"]["python"] == pytest.approx(one["python_cpu_ms_per_1k"] / floor[1]["python_cpu_ms_per_1k"], rel=2e-2)
+    assert data["per_step_cpu_us"] == {}  # measured at 4 tabs x 1 simulation: no such row in this variant
+    assert "floor (echo page, 4 tabs)" in result.stdout and "x floor" in result.stdout
+    # PPO at the original settings: 4 envs as 4 x 1 and 2 x 2, with tabs and the null env
+    for key, tabs, sims in (("ppo_original_settings", 4, 1), ("ppo_original_settings_packed", 2, 2)):
+        p = data[key]
+        assert (p["tabs"], p["sims_per_tab"], p["torch_threads"]) == (tabs, sims, 1)
+        for run in (p["with_tabs"], p["with_null_env"]):
+            assert (run["n_envs"], run["n_steps"], run["batch_size"], run["n_epochs"]) == (4, 64, 64, 10)
+            assert run["timesteps"] >= 2 * 4 * 64  # at least 2 rollouts each
+        assert p["ratio"] == pytest.approx(p["with_tabs"]["fps"] / p["with_null_env"]["fps"], rel=1e-2)
+    # (p) the profiles of each side
+    profile = tmp_path / "profile"
+    assert "==== loop thread" in (profile / "python-profile.txt").read_text()
+    assert (profile / "python-main.pstats").stat().st_size > 0
+    assert json.loads((profile / "chromium-trace.json").read_text())["traceEvents"]
+    assert "busy (top-level tasks) per process" in (profile / "chromium-profile.txt").read_text()
     ray = data["ray"]
     if importlib.util.find_spec("ray") is None:
         assert "not installed" in ray["skipped"]

@@ -53,3 +53,39 @@ def test_one_tab_answers_ten_thousand_steps_without_error(ports, no_leftovers) -
             if terminated or truncated:
                 env.reset()
         assert env.tab_failures == 0
+
+
+def test_a_page_with_its_socket_in_a_shared_worker_steps_recovers_and_stays_out_of_playwrights_sight(
+    ports, no_leftovers
+) -> None:
+    """`socket=worker` (train's and bench's pages): the same steps as a page's own socket, the
+    fault hooks still work through the worker, and Playwright sees no WebSocket (its per-frame
+    events are what the worker saves)."""
+    app, base = ports
+    with real_tabs(app, [base, base + 1], [42, 42], extra="&socket=worker") as (envs, pool, loop):
+        page = pool.tabs[0].page
+        seen: list[str] = []
+        page.on("websocket", lambda ws: seen.append(ws.url))
+        worker_env, twin = envs
+        rng = np.random.default_rng(2)
+        worker_env.reset()
+        twin.reset()
+        for _ in range(300):
+            action = rng.uniform([-1, -1, 0], [1, 1, 1]).astype(np.float32)
+            a, b = worker_env.step(action), twin.step(action)
+            np.testing.assert_array_equal(a[0], b[0])  # same seed, same actions: same simulation
+            if a[2] or a[3]:
+                worker_env.reset()
+                twin.reset()
+        assert loop.run(pool.evaluate(0, "window.lunarfleet.disconnect()"), timeout=30) is True
+        *_, truncated, info = worker_env.step(np.zeros(3, dtype=np.float32))
+        assert truncated and info["tab_failure"] in ("disconnected", "page_reconnected"), info
+        worker_env.reset()  # the worker has reconnected by itself
+        worker_env.step(np.zeros(3, dtype=np.float32))
+        assert loop.run(pool.evaluate(0, "window.lunarfleet.sendGarbage()"), timeout=30) is True
+        *_, truncated, info = worker_env.step(np.zeros(3, dtype=np.float32))
+        assert truncated and info["tab_failure"] == "garbage", info
+        worker_env.reset()
+        assert worker_env.step(np.zeros(3, dtype=np.float32))[4].get("tab_failure") is None
+        assert loop.run(pool.evaluate(0, "window.lunarfleet.connected"), timeout=30) is True
+        assert seen == [], f"Playwright saw the page's socket: {seen}"

@@ -21,7 +21,7 @@ from orchestrator.monitor_settings import MonitorSettings
 from orchestrator.process_sampling import ProcessMeter, chromium_tree
 from orchestrator.resource_sampler import ResourceSampler
 from orchestrator.samples_log import SAMPLES_FILE
-from orchestrator.sizing import auto_envs, memory_refusal, trainer_threads
+from orchestrator.sizing import auto_envs, memory_refusal, packed_layout, trainer_threads
 from orchestrator.status_command import show_status
 from orchestrator.status_file import STATUS_FILE
 from orchestrator.tab_table import Sources, fleet_sources, pool_sources
@@ -158,6 +158,13 @@ def test_live_view_prints_plain_lines_when_not_a_terminal(tmp_path: Path) -> Non
     sampler.stop(final_state="completed")  # the final state is always shown
     assert len(said) == 6
     assert "   2  20001 stepping" in render(sampler.status(sampler.latest, "completed"))  # type: ignore[arg-type]
+
+
+def test_envs_auto_packs_two_simulations_a_tab_only_on_a_small_machine() -> None:
+    tabs, sims, why = packed_layout(4, cores=2) or (0, 0, "")
+    assert (tabs, sims) == (2, 2) and "the same 4 PPO envs with half the messages" in why and "--envs 4" in why
+    assert packed_layout(4, cores=4) is None  # more cores: one simulation a tab
+    assert packed_layout(3, cores=2) is None and packed_layout(1, cores=1) is None  # cannot pack evenly
 
 
 def test_envs_auto_and_the_memory_floor_say_why() -> None:

@@ -13,6 +13,7 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+import orjson
 
 from training.protocol import (
     ACTION_SIZE,
@@ -49,16 +50,12 @@ def parse_state_batch_fast(frame: str | bytes) -> PageMessage:
     """`parse_page_message` for frames that are usually `state_batch`, checked array-wise."""
     if isinstance(frame, str) and len(frame) <= MAX_FRAME_BYTES:
         try:
-            data = json.loads(frame, parse_constant=_no_constant)
+            data = orjson.loads(frame)  # refuses NaN and Infinity: the strict parser then decides
             if type(data) is dict and data.get("type") == "state_batch":
                 return _state_batch(data)
-        except (_Doubt, ValueError, TypeError, OverflowError, RecursionError):
+        except (_Doubt, orjson.JSONDecodeError, ValueError, TypeError, OverflowError, RecursionError):
             pass
     return parse_page_message(frame)
-
-
-def _no_constant(name: str) -> float:
-    raise _Doubt(name)
 
 
 def _observations(rows: Any) -> np.ndarray:

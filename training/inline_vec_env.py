@@ -50,7 +50,10 @@ class InlineTransport(Transport):
         self.report = report  # the health channel (and the caller's hook): where outages go too
         self._report, self._health = report, health
         self._loop = LoopThread("inline-vec-env")
-        self._answers: queue.SimpleQueue[tuple[int, Answer | BaseException]] = queue.SimpleQueue()
+        # Answers go to the vec env's thread a loop iteration's worth at a time: tabs that answer
+        # together wake it once (each wake-up is a thread switch, as dear as a tab's JSON).
+        self._answers: queue.SimpleQueue[list[tuple[int, Answer | BaseException]]] = queue.SimpleQueue()
+        self._outbox: list[tuple[int, Answer | BaseException]] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}  # per tab, its step or repair in flight
         self._recycle_ports: set[int] = set()  # asked to recycle at the next episode boundary
         self._steps = [0] * len(links)  # simulation steps per tab, for the health channel
@@ -83,11 +86,11 @@ class InlineTransport(Transport):
 
     def collect(self, timeout: float | None) -> list[tuple[int, Answer]]:
         try:
-            items = [self._answers.get(timeout=timeout)]
+            items = self._answers.get(timeout=timeout)
         except queue.Empty:
             return []
         while not self._answers.empty():
-            items.append(self._answers.get_nowait())
+            items += self._answers.get_nowait()
         for _, item in items:
             if isinstance(item, BaseException):
                 self._loop.run(self._settle(cancel=True))
@@ -162,13 +165,25 @@ class InlineTransport(Transport):
             for task in tasks:
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._outbox.clear()
         while not self._answers.empty():
             self._answers.get_nowait()
 
     # ---- one tab -------------------------------------------------------------------------
+    def _put(self, item: tuple[int, Answer | BaseException]) -> None:
+        """Hand an answer over at the end of this loop iteration, with the others that came in it."""
+        if not self._outbox:
+            self._loop.loop.call_soon(self._flush)
+        self._outbox.append(item)
+
+    def _flush(self) -> None:
+        if self._outbox:
+            items, self._outbox = self._outbox, []
+            self._answers.put(items)
+
     async def _drive(self, j: int, actions: np.ndarray) -> None:
         """One step of tab j, and the repair that follows a failure or a recycle."""
-        put = self._answers.put
+        put = self._put
         try:
             try:
                 stepped = await self._step_link(j, actions)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 OBS_SIZE = 30
 ACTION_SIZE = 3
@@ -61,12 +62,7 @@ def parse_page_message(frame: str | bytes) -> PageMessage:
         raise ProtocolError("binary frame (the protocol uses JSON text frames)")
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(frame)} characters exceeds the {MAX_FRAME_BYTES} limit")
-    try:
-        data = json.loads(frame, parse_constant=_reject_constant)
-    except ProtocolError:
-        raise
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"not valid JSON: {exc}") from None
+    data = loads_json(frame)
     if not isinstance(data, dict):
         raise ProtocolError(f"message is a JSON {type(data).__name__}, expected an object")
     kind = data.get("type")
@@ -93,6 +89,25 @@ def parse_page_message(frame: str | bytes) -> PageMessage:
 
 def _reject_constant(name: str) -> float:
     raise ProtocolError(f"non-finite number {name} in JSON")
+
+
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder: json.loads(s, **kw) builds one per call
+
+
+def loads_json(frame: str) -> Any:
+    """One frame's JSON. orjson reads a step's message in a third of json's time; what it refuses
+    (NaN, numbers beyond its range, lone surrogates, broken JSON) json then decides, so what is
+    accepted and the errors named are json's."""
+    try:
+        return orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return _STRICT_DECODER.decode(frame)
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"not valid JSON: {exc}") from None
 
 
 def _parse_hello(data: dict[str, Any]) -> PageMessage:
@@ -151,7 +166,9 @@ def _observation(value: Any, name: str) -> np.ndarray:
         raise ProtocolError(f"field '{name}' missing or not a list")
     if len(value) != OBS_SIZE:
         raise ProtocolError(f"field '{name}' has {len(value)} values, expected {OBS_SIZE}")
-    for x in value:
+    if _plain_finite_numbers(value):
+        return np.array(value, dtype=np.float32)
+    for x in value:  # the slow way, to name what is wrong
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise ProtocolError(f"field '{name}' holds a non-number ({type(x).__name__})")
         try:
@@ -163,6 +180,21 @@ def _observation(value: Any, name: str) -> np.ndarray:
         if abs(number) > FLOAT32_MAX:
             raise ProtocolError(f"field '{name}' holds a number too large for float32")
     return np.asarray(value, dtype=np.float32)
+
+
+_NUMBER_TYPES = {int, float}
+
+
+def _plain_finite_numbers(values: list[Any]) -> bool:
+    """All ints and floats (no bools), finite and within float32's range: a step's whole check
+    in a few C-level passes instead of a Python loop over 30 numbers."""
+    if not set(map(type, values)) <= _NUMBER_TYPES:
+        return False
+    try:
+        # NaN or an infinity makes the sum non-finite; an int beyond float range raises OverflowError
+        return math.isfinite(sum(values)) and min(values) >= -FLOAT32_MAX and max(values) <= FLOAT32_MAX
+    except OverflowError:
+        return False
 
 
 def _finite(value: Any, name: str) -> float:
@@ -215,8 +247,9 @@ def encode_action(action: np.ndarray) -> str:
     a = np.asarray(action, dtype=np.float64).reshape(-1)
     if a.shape[0] != ACTION_SIZE:
         raise ValueError(f"action has {a.shape[0]} values, expected {ACTION_SIZE}")
-    clipped = [_clip(a[0], -1.0, 1.0), _clip(a[1], -1.0, 1.0), _clip(a[2], 0.0, 1.0)]
-    return encode("action", action=clipped)
+    speed, turn, dig = a.tolist()
+    # what encode("action", action=[...]) writes (json writes floats as repr does), without json
+    return f'{{"type":"action","action":[{_clip(speed, -1.0, 1.0)!r},{_clip(turn, -1.0, 1.0)!r},{_clip(dig, 0.0, 1.0)!r}]}}'
 
 
 def encode_action_batch(actions: np.ndarray) -> str:

@@ -427,7 +427,9 @@ class TabLink:
         while True:
             left = end - time.monotonic()
             try:
-                frame = await asyncio.wait_for(conn.recv(), max(left, 0.0))
+                # asyncio.timeout, not wait_for: wait_for wraps recv() in a task of its own (Python 3.11)
+                async with asyncio.timeout(max(left, 0.0)):
+                    frame = await conn.recv()
             except TimeoutError:
                 raise TabFailure(self.port, "hang", f"no reply within {deadline_s:g} s") from None
             except ConnectionClosed as exc:

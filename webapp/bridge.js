@@ -1,63 +1,46 @@
 // The page's socket bridge: reads the URL, keeps one WebSocket to the Python side alive
-// (reconnecting forever), answers every message synchronously from onmessage (lock-step),
+// (reconnecting forever, in the page or in a shared worker: socket_link.js), answers every
+// message synchronously as it arrives (lock-step),
 // shows a status line and exposes window.lunarfleet for the browser pool (and, for videos,
 // frames of the canvas taken after each step: lunarfleet evaluate --video; a snapshot now and then:
 // the dashboard).
 
-import { DEFAULT_PORT, parseParams, socketUrl } from './params.js';
+import { DEFAULT_PORT, parseParams } from './params.js';
 import { SimSession } from './protocol.js';
 import { drawSim, shouldDraw, startDrawing } from './draw.js';
+import { openLink } from './socket_link.js';
 
-const RETRY_MIN_MS = 250; // reconnect delay doubles from here ...
-const RETRY_MAX_MS = 1000; // ... up to here, forever
 const STATUS_INTERVAL_MS = 250;
 const MAX_RECORDED_FRAMES = 3000; // frames not taken by then are dropped, oldest first
 const FRAME_REPLIES = new Set(['state', 'state_batch', 'reset_complete', 'reset_batch']);
 
 const params = parseParams(location.search);
 const session = new SimSession(params);
-const link = { port: params.wsPort, socket: null, connected: false, retryMs: RETRY_MIN_MS };
+let link = null; // socket_link.js, once connecting
 let pendingStep = null; // realtime=1 only: latest step message, applied on the next frame
 // startRecording(): after every step or reset reply, simulation 0 is drawn and its canvas kept as
 // [JPEG data URL, episode ended]; the Python side takes them with takeFrames(). Only then does
 // drawing sit in the step path.
 const recording = { on: false, frames: [], dropped: 0, quality: 0.9 };
 
-function connect() {
-  let socket;
-  try {
-    socket = new WebSocket(socketUrl(link.port, params.token));
-  } catch (error) {
-    console.warn('lunarfleet: cannot open socket', error);
-    scheduleReconnect();
-    return;
-  }
-  link.socket = socket;
-  socket.onopen = () => {
-    link.connected = true;
-    link.retryMs = RETRY_MIN_MS;
-    socket.send(JSON.stringify(session.hello({ lockstep: !params.realtime })));
-    socket.send(JSON.stringify(session.resetAll()));
-  };
-  socket.onmessage = (event) => onMessage(socket, event.data);
-  // onerror is always followed by onclose; reconnecting from onclose alone avoids doubling up.
-  socket.onclose = () => {
-    if (link.socket !== socket) return;
-    link.socket = null;
-    link.connected = false;
-    pendingStep = null;
-    scheduleReconnect();
-  };
-}
-
-function scheduleReconnect() {
-  setTimeout(connect, link.retryMs);
-  link.retryMs = Math.min(RETRY_MAX_MS, link.retryMs * 2);
+function connect(port) {
+  link = openLink({
+    port,
+    token: params.token,
+    viaWorker: params.socket === 'worker',
+    onOpen() {
+      link.send(JSON.stringify(session.hello({ lockstep: !params.realtime })));
+      link.send(JSON.stringify(session.resetAll()));
+    },
+    onMessage,
+    onClose() {
+      pendingStep = null;
+    },
+  });
 }
 
 /** The step path: parse, step, reply, all inside this handler (no frames, no timers). */
-function onMessage(socket, data) {
-  if (typeof data !== 'string') return;
+function onMessage(data) {
   let message;
   try {
     message = JSON.parse(data);
@@ -70,7 +53,7 @@ function onMessage(socket, data) {
     return;
   }
   const reply = session.handle(message);
-  if (reply !== null && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(reply));
+  if (reply !== null) link.send(JSON.stringify(reply));
   if (reply !== null && recording.on) recordFrame(reply);
 }
 
@@ -89,11 +72,10 @@ function recordFrame(reply) {
 
 /** realtime=1: apply at most one queued step per animation frame (~60 Hz), like the original. */
 function realtimeFrame() {
-  const socket = link.socket;
-  if (pendingStep !== null && socket && socket.readyState === WebSocket.OPEN) {
+  if (pendingStep !== null && link && link.connected) {
     const reply = session.handle(pendingStep);
     pendingStep = null;
-    if (reply !== null) socket.send(JSON.stringify(reply));
+    if (reply !== null) link.send(JSON.stringify(reply));
     if (reply !== null && recording.on) recordFrame(reply);
   }
   requestAnimationFrame(realtimeFrame);
@@ -102,21 +84,16 @@ function realtimeFrame() {
 /** Hooks for the browser pool (page.evaluate): fault injection and inspection. */
 window.lunarfleet = {
   disconnect() {
-    if (!link.socket) return false;
-    link.socket.close(); // onclose reconnects
-    return true;
+    return link !== null && link.close(); // the link reconnects
   },
   sendGarbage() {
-    const socket = link.socket;
-    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
-    socket.send('{"type": "state", "observation": [0.1, 0.2,'); // truncated JSON on purpose
-    return true;
+    return link !== null && link.send('{"type": "state", "observation": [0.1, 0.2,'); // truncated JSON on purpose
   },
   get steps() {
     return session.stepsAnswered;
   },
   get connected() {
-    return link.connected;
+    return link !== null && link.connected;
   },
   get sims() {
     return session.size;
@@ -155,9 +132,10 @@ window.lunarfleet = {
 
 function statusText() {
   const lines = [];
-  if (link.port === null) lines.push('Not connected. Click "Connect to Python" (port 8765).');
-  else if (link.connected) lines.push(`Connected to Python on port ${link.port}`);
-  else lines.push(`Disconnected, retrying port ${link.port}...`);
+  const port = params.wsPort ?? DEFAULT_PORT;
+  if (link === null) lines.push('Not connected. Click "Connect to Python" (port 8765).');
+  else if (link.connected) lines.push(`Connected to Python on port ${port}`);
+  else lines.push(`Disconnected, retrying port ${port}...`);
   if (session.parallel) {
     const { env_count: count, env_id: id } = session.parallel;
     lines.push(`Parallel Training: ${count} environments` + (id !== undefined ? ` (this is env ${id})` : ''));
@@ -188,15 +166,14 @@ function startStatus() {
 
 function start() {
   const button = document.getElementById('connect');
-  if (link.port !== null) {
-    connect();
+  if (params.wsPort !== null) {
+    connect(params.wsPort);
   } else {
     session.resetAll(); // a still rover to look at until someone connects
     button.hidden = false;
     button.addEventListener('click', () => {
       button.hidden = true;
-      link.port = DEFAULT_PORT;
-      connect();
+      connect(DEFAULT_PORT);
     });
   }
   if (params.realtime) requestAnimationFrame(realtimeFrame);

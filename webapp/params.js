@@ -18,7 +18,8 @@ function flag(text) {
 /**
  * @param {string} search e.g. "?wsPort=8766&maxSteps=5000"
  * @returns {{wsPort: number|null, maxSteps: number, seed: number, stage: number,
- *   timescale: number, token: string|null, sims: number, watch: boolean, realtime: boolean}}
+ *   timescale: number, token: string|null, sims: number, watch: boolean, realtime: boolean,
+ *   socket: 'page'|'worker'}}
  */
 export function parseParams(search) {
   const q = new URLSearchParams(search);
@@ -34,6 +35,7 @@ export function parseParams(search) {
     sims: integer(q.get('sims'), 1, 1, MAX_SIMS),
     watch: flag(q.get('watch')),
     realtime: flag(q.get('realtime')),
+    socket: q.get('socket') === 'worker' ? 'worker' : 'page', // where the WebSocket lives (socket_link.js)
   };
 }
 

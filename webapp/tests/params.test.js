@@ -15,11 +15,12 @@ test('URL parameters: defaults', () => {
     sims: 1,
     watch: false,
     realtime: false,
+    socket: 'page',
   });
 });
 
 test('URL parameters: all given', () => {
-  const p = parseParams('?wsPort=8766&maxSteps=5000&seed=12&stage=3&timescale=4.5&token=a%2Fb&sims=8&watch=1&realtime=1');
+  const p = parseParams('?wsPort=8766&maxSteps=5000&seed=12&stage=3&timescale=4.5&token=a%2Fb&sims=8&watch=1&realtime=1&socket=worker');
   assert.deepEqual(p, {
     wsPort: 8766,
     maxSteps: 5000,
@@ -30,6 +31,7 @@ test('URL parameters: all given', () => {
     sims: 8,
     watch: true,
     realtime: true,
+    socket: 'worker',
   });
 });
 
@@ -41,6 +43,7 @@ test('URL parameters: bad values fall back to defaults', () => {
   assert.equal(p.timescale, 2);
   assert.equal(p.sims, 1);
   assert.equal(p.watch, false);
+  assert.equal(parseParams('?socket=shared').socket, 'page');
 });
 
 test('socket URL carries the token', () => {

@@ -1,0 +1,94 @@
+"""`lunarfleet bench --profile DIR`: where a step's time goes at 4 tabs x 1 simulation, each side.
+
+Python: cProfile of the trainer's thread (SB3's side: the vec env, the step round) and of the
+inline vec env's asyncio loop thread (sockets, JSON, `TabLink`), while a random policy steps;
+`python-main.pstats`, `python-loop.pstats` and their top functions in `python-profile.txt`.
+Chromium: a trace of the browser (`chromium-trace.json`, for Perfetto or chrome://tracing)
+while the same stepping goes on, and its busy time per process and per event in
+`chromium-profile.txt`. Each side is profiled in its own window: a profiler slows what it watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import json
+import pstats
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.bench_meters import collect
+
+if TYPE_CHECKING:
+    from orchestrator.bench_session import Bench
+
+PROFILE_TABS = 4
+TRACE_CATEGORIES = ["toplevel", "devtools.timeline", "v8.execute", "net", "mojom"]
+
+
+def profile_phase(bench: Bench, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = max(bench.s.seconds, 3.0)
+    with bench.browser(PROFILE_TABS) as (pool, _), bench.vec_env(PROFILE_TABS, "inline", 1) as venv:
+        collect(venv, bench.s.warmup_s, 0.0)
+        steps = _python_profile(venv, seconds, folder)
+        bench.say(f"[Bench]   Python profile of {steps:,} env-steps: {folder / 'python-profile.txt'}")
+        traced = asyncio.run_coroutine_threadsafe(pool.trace(seconds, TRACE_CATEGORIES), bench.loop.loop)
+        rate, _ = collect(venv, seconds * 0.9, 0.0)
+        trace = traced.result(timeout=seconds + 60)
+    (folder / "chromium-trace.json").write_bytes(trace)
+    (folder / "chromium-profile.txt").write_text(chromium_summary(json.loads(trace), rate * seconds))
+    bench.say(f"[Bench]   Chromium trace: {folder / 'chromium-trace.json'}, summary {folder / 'chromium-profile.txt'}")
+
+
+def _python_profile(venv: Any, seconds: float, folder: Path) -> int:
+    """cProfile in this thread and in the vec env's loop thread (cProfile sees one thread each)."""
+    loop = venv.transport._loop.loop
+    main, in_loop = cProfile.Profile(), cProfile.Profile()
+    enabled = threading.Event()
+    loop.call_soon_threadsafe(lambda: (in_loop.enable(), enabled.set()))
+    enabled.wait(10)
+    main.enable()
+    rate, _ = collect(venv, seconds, 0.0)
+    main.disable()
+    disabled = threading.Event()
+    loop.call_soon_threadsafe(lambda: (in_loop.disable(), disabled.set()))
+    disabled.wait(10)
+    steps = int(rate * seconds)
+    text = [f"cProfile, {PROFILE_TABS} tabs x 1 simulation, ~{steps:,} env-steps in {seconds:.1f} s (slowed by the profiler)\n"]
+    for name, prof in (("main", main), ("loop", in_loop)):
+        prof.dump_stats(folder / f"python-{name}.pstats")
+        out = io.StringIO()
+        stats = pstats.Stats(prof, stream=out)
+        out.write(f"==== {name} thread: {stats.total_tt:.3f} s, {1e6 * stats.total_tt / max(steps, 1):.0f} us per env-step ====\n")
+        stats.sort_stats("tottime").print_stats(25)
+        text.append(out.getvalue())
+    (folder / "python-profile.txt").write_text("\n".join(text))
+    return steps
+
+
+def chromium_summary(trace: dict[str, Any], steps: float) -> str:
+    """Busy time per process (top-level tasks) and the events that take it, in us per env-step."""
+    events = trace.get("traceEvents", [])
+    names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+    busy: dict[str, float] = defaultdict(float)
+    by_event: dict[tuple[str, str], float] = defaultdict(float)
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        process = names.get(e.get("pid"), str(e.get("pid")))
+        if "toplevel" in e.get("cat", ""):
+            busy[process] += e["dur"]
+        else:
+            by_event[(process, e.get("name", "?"))] += e["dur"]
+    per = max(steps, 1.0)
+    lines = [f"Chromium trace, {PROFILE_TABS} tabs x 1 simulation, ~{steps:,.0f} env-steps; us per env-step (wall time of tasks)",
+             "", "busy (top-level tasks) per process:"]
+    lines += [f"  {us / per:8.1f}  {process}" for process, us in sorted(busy.items(), key=lambda kv: -kv[1])]
+    lines += ["", "events inside them (nested events counted in each of their parents):"]
+    top = sorted(by_event.items(), key=lambda kv: -kv[1])[:30]
+    lines += [f"  {us / per:8.1f}  {process}: {name}" for (process, name), us in top]
+    return "\n".join(lines) + "\n"
