@@ -17,7 +17,7 @@ from pathlib import Path
 from orchestrator.dashboard import start_dashboard
 from orchestrator.events import say
 from orchestrator.run_setup import stop_signals
-from orchestrator.status_command import newest_run
+from orchestrator.status_command import run_folder
 from orchestrator.status_file import STATUS_FILE
 
 
@@ -26,13 +26,10 @@ def serve_run_folder(
     stop: threading.Event | None = None,
 ) -> int:
     """Serve until Ctrl+C, SIGTERM or `stop`; 1 when there is no run folder to serve."""
+    run_dir = run_folder(run_dir, runs_dir)
     if run_dir is None:
-        run_dir = newest_run(runs_dir)
-        if run_dir is None:
-            tell(f"lunarfleet: no runs under {runs_dir}/: start one with 'lunarfleet train --dashboard', or name a run folder")
-            return 1
-    if run_dir.is_file():
-        run_dir = run_dir.parent
+        tell(f"lunarfleet: no runs under {runs_dir}/: start one with 'lunarfleet train --dashboard', or name a run folder")
+        return 1
     if not (run_dir / STATUS_FILE).exists() and not (run_dir / "events.jsonl").exists():
         tell(f"lunarfleet: {run_dir} is not a run folder (no {STATUS_FILE} or events.jsonl); name one under {runs_dir}/")
         return 1

@@ -28,6 +28,13 @@ def newest_run(runs_dir: Path) -> Path | None:
     return max(pick, key=lambda p: (p / STATUS_FILE).stat().st_mtime if (p / STATUS_FILE).exists() else p.stat().st_mtime, default=None)
 
 
+def run_folder(run_dir: Path | None, runs_dir: Path) -> Path | None:
+    """The folder a command was pointed at: the named one (a file in it names it too), else the newest."""
+    if run_dir is None:
+        return newest_run(runs_dir)
+    return run_dir.parent if run_dir.is_file() else run_dir
+
+
 def read_status(path: Path) -> dict[str, Any]:
     for attempt in range(3):  # the file is replaced atomically; a retry covers odd filesystems
         try:
@@ -42,13 +49,10 @@ def read_status(path: Path) -> dict[str, Any]:
 def show_status(
     run_dir: Path | None, runs_dir: Path = Path("runs"), as_json: bool = False, say: Callable[[str], None] = print
 ) -> int:
+    run_dir = run_folder(run_dir, runs_dir)
     if run_dir is None:
-        run_dir = newest_run(runs_dir)
-        if run_dir is None:
-            say(f"no runs under {runs_dir}/: start one with 'lunarfleet train', or name a run folder")
-            return 1
-    if run_dir.is_file():
-        run_dir = run_dir.parent
+        say(f"no runs under {runs_dir}/: start one with 'lunarfleet train', or name a run folder")
+        return 1
     path = run_dir / STATUS_FILE
     if not path.exists():
         say(

@@ -1,4 +1,4 @@
-// The page's one WebSocket to the Python side, reconnecting forever (every 0.25-1 s), held in
+// The page's one WebSocket to the Python side, reconnecting forever (reconnecting_socket.js), held in
 // one of two places (URL parameter `socket`, docs/wire-protocol.md):
 // - `page` (default): in the page itself;
 // - `worker`: in a SharedWorker of this page alone (socket_worker.js), which relays frames to
@@ -9,9 +9,7 @@
 //   those very events, so it keeps `page`.
 
 import { socketUrl } from './params.js';
-
-const RETRY_MIN_MS = 250; // reconnect delay doubles from here ...
-const RETRY_MAX_MS = 1000; // ... up to here, forever
+import { keepOpen } from './reconnecting_socket.js';
 
 /**
  * @param {{port: number, token: string|null, viaWorker: boolean,
@@ -24,63 +22,14 @@ export function openLink(options) {
 }
 
 function pageLink({ port, token, onOpen, onMessage, onClose }) {
-  let socket = null;
-  let connected = false;
-  let retryMs = RETRY_MIN_MS;
-  const reconnectLater = () => {
-    setTimeout(connect, retryMs);
-    retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
-  };
-  function connect() {
-    let created;
-    try {
-      created = new WebSocket(socketUrl(port, token));
-    } catch (error) {
-      console.warn('lunarfleet: cannot open socket', error);
-      reconnectLater();
-      return;
-    }
-    socket = created;
-    created.onopen = () => {
-      connected = true;
-      retryMs = RETRY_MIN_MS;
-      onOpen();
-    };
-    created.onmessage = (event) => {
-      if (typeof event.data === 'string') onMessage(event.data);
-    };
-    // onerror is always followed by onclose; reconnecting from onclose alone avoids doubling up.
-    created.onclose = () => {
-      if (socket !== created) return;
-      socket = null;
-      connected = false;
-      onClose();
-      reconnectLater();
-    };
-  }
-  connect();
-  return {
-    send(text) {
-      if (!socket || socket.readyState !== WebSocket.OPEN) return false;
-      socket.send(text);
-      return true;
-    },
-    close() {
-      if (!socket) return false;
-      socket.close(); // onclose reconnects
-      return true;
-    },
-    get connected() {
-      return connected;
-    },
-  };
+  return keepOpen(socketUrl(port, token), { onOpen, onMessage, onClose });
 }
 
 function workerLink({ port, token, onOpen, onMessage, onClose }) {
   // A name of its own: a shared worker is shared by name, and each tab needs its own socket.
   const name = `lunarfleet-${port}-${Math.random().toString(36).slice(2)}`;
   const query = new URLSearchParams({ wsPort: String(port), ...(token ? { token } : {}) });
-  const worker = new SharedWorker(`socket_worker.js?${query}`, { name });
+  const worker = new SharedWorker(`socket_worker.js?${query}`, { name, type: 'module' });
   const channel = worker.port;
   let connected = false;
   // From the worker: a frame is a string; {link: 'open'} and {link: 'close'} are the socket's.
