@@ -63,6 +63,7 @@ class Row:
     ratio_to_ceiling: float | None = None
     python_cpu_ms_per_1k: float | None = None  # CPU of this process and its Python workers
     browser_cpu_ms_per_1k: float | None = None  # CPU of Chromium and the Playwright driver
+    ray_cpu_ms_per_1k: float | None = None  # CPU of the Ray host actors' Python and Ray's own processes
     note: str = ""
 
 

@@ -112,6 +112,7 @@ class Bench:
             None,
             rounded(cpu.get("python")),
             rounded(cpu.get("browser")),
+            rounded(cpu.get("ray")) if cpu.get("ray") else None,
         )
         self.result.rows.append(row)
         self.say(f"[Bench]   {mode:<14} {tabs} tab(s) x {sims} = {venv.num_envs:>3} envs: {rate:>9,.0f} env-steps/s")
