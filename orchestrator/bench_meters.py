@@ -1,9 +1,10 @@
 """`lunarfleet bench`'s measuring tools: env-steps per second of a random policy, the CPU it
-costs (this process and its workers versus the browser), and memory (PSS) of processes."""
+costs (this process and its workers, the browser, Ray), and memory (PSS) of processes."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -15,10 +16,17 @@ from browser_pool.pool import TabPool
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
+RAY_BINARIES = ("raylet", "gcs_server")
+RAY_PACKAGE = f"{os.sep}ray{os.sep}"
+
+
+GROUPS = ("python", "browser", "ray")
+
 
 class CpuMeter:
-    """CPU seconds of this process (+ its Python workers) and of the browser (+ driver), the
-    browser's also by Chromium process type (`process_kind`)."""
+    """CPU seconds of this process (+ its Python workers), of the browsers (+ Playwright's
+    drivers; also by Chromium process type, `process_kind`) and of Ray (the host actors' Python
+    and Ray's own processes, all descendants of this process with `--ray local`)."""
 
     def __init__(self) -> None:
         self.me = psutil.Process()
@@ -29,18 +37,30 @@ class CpuMeter:
         for proc in [self.me, *self.me.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                if proc.pid not in self._kinds:
-                    self._kinds[proc.pid] = "python" if proc.pid == self.me.pid else process_kind(proc)
-                found[proc.pid] = (self._kinds[proc.pid], times.user + times.system)
+                kind = self._kinds.get(proc.pid) or self._kind(proc)
+                if kind != "python":  # a Ray worker starts as python and renames itself ray::...
+                    self._kinds[proc.pid] = kind
+                found[proc.pid] = (kind, times.user + times.system)
         return found
+
+    def _kind(self, proc: psutil.Process) -> str:
+        """python, ray, or the browser's kind of process (`process_kind`)."""
+        if proc.pid == self.me.pid:
+            return "python"
+        name = proc.name()
+        # Ray's workers (the host actors among them) name themselves "ray::ClassName"; raylet and
+        # gcs_server are binaries; its other daemons are Python scripts inside the ray package.
+        if name.startswith("ray::") or name in RAY_BINARIES or any(RAY_PACKAGE in arg for arg in proc.cmdline()[:3]):
+            return "ray"
+        return process_kind(proc)
 
     @staticmethod
     def delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-        """Seconds by group (python, browser) and, as browser:KIND, by Chromium process type."""
-        used = {"python": 0.0, "browser": 0.0}
+        """Seconds by group (python, browser, ray) and, as browser:KIND, by Chromium process type."""
+        used = dict.fromkeys(GROUPS, 0.0)
         for pid, (kind, seconds) in after.items():
             spent = seconds - (before[pid][1] if pid in before else 0.0)
-            group = "python" if kind == "python" else "browser"
+            group = kind if kind in ("python", "ray") else "browser"
             used[group] += spent
             if group == "browser":
                 used[f"browser:{kind}"] = used.get(f"browser:{kind}", 0.0) + spent
@@ -62,6 +82,18 @@ def process_kind(proc: psutil.Process) -> str:
     if kind == "utility" and any("NetworkService" in a for a in args):
         return "network"
     return {"renderer": "renderer", "gpu-process": "gpu"}.get(kind, "other")
+
+
+def settle(meter: CpuMeter, group: str, below_cores: float = 0.15, window_s: float = 0.5, limit_s: float = 20.0) -> float:
+    """Wait until the processes of `group` use less than `below_cores` (their start-up work is
+    done: Ray starts idle workers and its agents after `ray.init` returns); the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s:
+        before = meter.sample()
+        time.sleep(window_s)
+        if CpuMeter.delta(before, meter.sample())[group] < below_cores * window_s:
+            break
+    return time.monotonic() - began
 
 
 def collect(venv: VecEnv, seconds: float, warmup_s: float, meter: CpuMeter | None = None) -> tuple[float, dict[str, float]]:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.bench_meters import settle
 from orchestrator.bench_ppo import ppo_fps
 from orchestrator.bench_results import MAX_EPISODE_STEPS, Row
 from orchestrator.config import RunConfig
@@ -51,6 +52,8 @@ def ray_phase(bench: Bench) -> None:
         from training.ray_transport import RayVecEnv
 
         with contextlib.closing(RayVecEnv(fleet.actors, tabs, fleet.ports, report=fleet)) as venv:
+            # Measured once Ray's own start-up work is over, as the inline row's browser was long up.
+            settle_s = settle(bench.meter, "ray")
             row = bench.row("ray", hosts * tabs, 1, venv)
             if s.ppo:
                 import torch
@@ -71,6 +74,6 @@ def ray_phase(bench: Bench) -> None:
         "address": s.ray, "hosts": hosts, "tabs_per_host": tabs, "steps_per_s": row.steps_per_s,
         "inline_steps_per_s": inline.steps_per_s if inline else None,
         "ratio_to_inline": round(row.steps_per_s / inline.steps_per_s, 3) if inline else None,
-        "ray_start_s": round(ray_s, 2), "hosts_ready_s": round(hosts_s, 2),
+        "ray_start_s": round(ray_s, 2), "hosts_ready_s": round(hosts_s, 2), "settle_s": round(settle_s, 1),
         "total_s": round(time.monotonic() - began, 1),
     }

@@ -68,6 +68,7 @@ class Row:
     ratio_to_ceiling: float | None = None
     python_cpu_ms_per_1k: float | None = None  # CPU of this process and its Python workers
     browser_cpu_ms_per_1k: float | None = None  # CPU of Chromium and the Playwright driver
+    ray_cpu_ms_per_1k: float | None = None  # CPU of the Ray host actors' Python and Ray's own processes
     note: str = ""
     # ms per 1000 env-steps (= us per step) of each Chromium process type (bench_meters.process_kind)
     browser_cpu_by_type: dict[str, float] = field(default_factory=dict)

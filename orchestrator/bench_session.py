@@ -115,6 +115,7 @@ class Bench:
             None,
             rounded(cpu.get("python")),
             rounded(cpu.get("browser")),
+            rounded(cpu.get("ray")) if cpu.get("ray") else None,
             browser_cpu_by_type={k.split(":", 1)[1]: round(v, 1) for k, v in cpu.items() if k.startswith("browser:")},
         )
         self.result.rows.append(row)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from orchestrator.bench_results import BenchResult, Row
 
 HEADER = (f"{'mode':<16} {'tabs':>4} {'sims':>4} {'envs':>5} {'steps/s':>10} {'x ceiling':>10} {'py ms/1k':>9} {'browser ms/1k':>13} "
-          f"{'x floor: rate/py/browser':>24}  note")
+          f"{'ray ms/1k':>9} {'x floor: rate/py/browser':>24}  note")
 ORDER = {"floor": -1, "null": 0, "inline": 1, "subproc": 2, "ray": 3, "realtime": 4, "ppo-null": 5, "ppo-inline": 6, "ppo-subproc": 6, "ppo-ray": 6, "ppo-tabs": 7}
 
 
@@ -27,7 +27,7 @@ def _row_line(row: Row) -> str:
     tabs = str(row.tabs) if row.tabs else "-"
     return (
         f"{row.mode:<16} {tabs:>4} {row.sims_per_tab:>4} {row.envs:>5} {row.steps_per_s:>10,.0f} {ratio:>10} "
-        f"{_fmt(row.python_cpu_ms_per_1k):>9} {_fmt(row.browser_cpu_ms_per_1k):>13} {_x_floor(row):>24}  {row.note}".rstrip()
+        f"{_fmt(row.python_cpu_ms_per_1k):>9} {_fmt(row.browser_cpu_ms_per_1k):>13} {_fmt(row.ray_cpu_ms_per_1k):>9} {_x_floor(row):>24}  {row.note}".rstrip()
     )
 
 
@@ -123,7 +123,8 @@ def _other_lines(result: BenchResult) -> list[str]:
                   f"({ray['inline_steps_per_s']:,.0f})" if ray.get("ratio_to_inline") is not None else "")
         lines.append(f"Ray hosts: {ray['hosts']} x {ray['tabs_per_host']} tabs collected {ray['steps_per_s']:,.0f} env-steps/s"
                      f"{versus}; Ray started in {ray['ray_start_s']:.1f} s, hosts had their tabs connected "
-                     f"{ray['hosts_ready_s']:.1f} s later")
+                     f"{ray['hosts_ready_s']:.1f} s later, and Ray's own start-up work was over "
+                     f"{ray.get('settle_s', 0.0):.1f} s after that (measured from then)")
     if result.ray_ppo:
         inline = next((row.steps_per_s for row in result.rows if row.mode == "ppo-inline"
                        or (row.mode == "ppo-tabs" and row.sims_per_tab == 1 and row.envs == result.ray_ppo["n_envs"])), None)

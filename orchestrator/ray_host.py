@@ -31,7 +31,7 @@ from browser_pool import faults
 from orchestrator.config import RunConfig
 from orchestrator.events import say
 from orchestrator.run_setup import RunPieces, find_browser, fleet_env_settings, free_ports, open_fleet, tab_urls
-from training.host_reply import HostReply
+from training.host_reply import HostReply, pack, unpack
 from training.inline_vec_env import InlineTransport, inline_transport
 from training.step_round import Answer, Back, Failed, Stepped
 from training.tab_link import PortInUse, TabLost
@@ -133,11 +133,13 @@ class TabHost:
         assert self.transport is not None
         return self.transport.reset(seeds, options)
 
-    def step(self, actions: dict[int, np.ndarray], rejoin: bool = False, wait_s: float = 0.0) -> HostReply:
-        """Step the tabs in `actions`; the reply holds their answers as far as they are in within
-        the grace after the first, and every other answer waiting (late steps, new pages).
-        `rejoin`: new episodes in every tab, answered as `Back` (after this host failed)."""
+    def step(self, packed_actions: bytes, rejoin: bool = False, wait_s: float = 0.0) -> bytes:
+        """Step the tabs in the actions (tab -> array, `pack`ed); the reply (a `HostReply`,
+        `pack`ed) holds their answers as far as they are in within the grace after the first, and
+        every other answer waiting (late steps, new pages). `rejoin`: new episodes in every tab,
+        answered as `Back` (after this host failed)."""
         assert self.transport is not None
+        actions: dict[int, np.ndarray] = unpack(packed_actions)
         try:
             if rejoin:
                 obs, infos = self.transport.reset([None] * self.tabs * self.sims, [{} for _ in range(self.tabs * self.sims)])
@@ -151,7 +153,7 @@ class TabHost:
         except TabLost as exc:  # this host cannot go on; Ray restarts it afresh
             self._say(f"! cannot go on ({type(exc).__name__}: {exc}); ending this host so that Ray restarts it")
             os._exit(70)
-        return self._reply(answers)
+        return pack(self._reply(answers))
 
     def _collect(self, sent: set[int], wait_s: float) -> list[tuple[int, Answer]]:
         assert self.transport is not None

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from training.host_reply import HostReply
+from training.host_reply import HostReply, pack, unpack
 from training.protocol import OBS_SIZE
 from training.step_round import Back, Stepped
 
@@ -27,17 +27,18 @@ class FakeHost:
     def reset(self, seeds: list[Any], options: list[Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
         return np.zeros((TABS, OBS_SIZE), dtype=np.float32), [{} for _ in range(TABS)]
 
-    def step(self, actions: dict[int, np.ndarray], rejoin: bool = False, wait_s: float = 0.0) -> HostReply:
+    def step(self, packed_actions: bytes, rejoin: bool = False, wait_s: float = 0.0) -> bytes:
         self.calls += 1
         if rejoin:
-            return HostReply([(i, Back(np.full((1, OBS_SIZE), -1.0, dtype=np.float32))) for i in range(TABS)])
+            return pack(HostReply([(i, Back(np.full((1, OBS_SIZE), -1.0, dtype=np.float32))) for i in range(TABS)]))
+        actions: dict[int, np.ndarray] = unpack(packed_actions)
         time.sleep(self.delay_s if actions else min(wait_s, 0.01))
         answers = []
         for i in sorted(actions):
             self.steps += 1
             obs = np.full((1, OBS_SIZE), float(self.steps), dtype=np.float32)
             answers.append((i, Stepped(obs, np.ones(1, dtype=np.float32), np.zeros(1, dtype=bool), [{}])))
-        return HostReply(answers)
+        return pack(HostReply(answers))
 
     def count(self) -> tuple[int, int]:
         return self.calls, self.steps

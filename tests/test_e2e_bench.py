@@ -103,4 +103,7 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
         assert ray["hosts"] == 2 and ray["tabs_per_host"] == 2 and ray["steps_per_s"] > 0
         assert ray["ray_start_s"] > 0 and ray["hosts_ready_s"] > 0 and ray["ratio_to_inline"] is None
         assert by[("ray", 4)]["envs"] == 4 and "Ray hosts: 2 x 2 tabs collected" in result.stdout
+        # the host actors' Python and Ray's processes in their own column, not the browser's
+        assert by[("ray", 4)]["ray_cpu_ms_per_1k"] > 0 and by[("ray", 4)]["browser_cpu_ms_per_1k"] > 0
+        assert ray["settle_s"] >= 0
         assert data["ray_ppo"]["fps"] > 0 and data["ray_ppo"]["n_envs"] == 4 and by[("ppo-ray", 4)]["steps_per_s"] > 0

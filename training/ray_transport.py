@@ -32,7 +32,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from stable_baselines3.common.monitor import Monitor
 
-from training.host_reply import HostReply
+from training.host_reply import HostReply, pack, unpack
 from training.outages import STRAGGLER_S
 from training.step_round import TAB_FAILURE, TAB_FAILURE_DETAIL, Answer, Failed, Stepped
 from training.tab_env import STEP_REPORT_INTERVAL_S, action_space, observation_space
@@ -81,7 +81,7 @@ class RayTransport(Transport):
             # Also without actions: the call brings late answers and replaced tabs' first observations.
             # A host runs its calls one at a time, in order (orchestrator/ray_host.py).
             if host.out_since is None and (h in per_host or not host.calls):
-                self._call(h, host.handle.step.remote(per_host.get(h, {})))
+                self._call(h, host.handle.step.remote(pack(per_host.get(h, {}))))
         self._poll_out_hosts()
 
     def collect(self, timeout: float | None) -> list[tuple[int, Answer]]:
@@ -171,7 +171,7 @@ class RayTransport(Transport):
         host = self.hosts[h]
         host.calls = [c for c in host.calls if c != ref]
         try:
-            reply: HostReply = ray.get(ref)
+            reply: HostReply = unpack(ray.get(ref))
         except RayTaskError as exc:  # the host's code raised: a bug to see, not a host failure to heal
             raise RuntimeError(f"host {h + 1} failed a step: {exc}") from None
         except RayError as exc:  # the actor died, is restarting, or its machine is gone
@@ -216,13 +216,13 @@ class RayTransport(Transport):
         now = time.monotonic()
         for host in self.hosts:
             if host.out_since is not None and not host.calls and now >= host.next_poll:
-                self._call(self.hosts.index(host), host.handle.step.remote({}, rejoin=True))
+                self._call(self.hosts.index(host), host.handle.step.remote(pack({}), rejoin=True))
 
     def _poll_idle_hosts(self) -> None:
         """No answer is in and none may be in flight: ask the hosts in service for what they have."""
         for h, host in enumerate(self.hosts):
             if not host.calls and host.out_since is None:
-                self._call(h, host.handle.step.remote({}, wait_s=IDLE_WAIT_S))
+                self._call(h, host.handle.step.remote(pack({}), wait_s=IDLE_WAIT_S))
 
     def _call(self, h: int, ref: Any) -> None:
         self.hosts[h].calls.append(ref)
