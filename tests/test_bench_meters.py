@@ -53,4 +53,4 @@ def test_each_process_in_its_group(children: dict[str, int]) -> None:
 def test_delta_sums_by_group() -> None:
     before = {1: ("python", 1.0), 2: ("ray", 2.0)}
     after = {1: ("python", 1.5), 2: ("ray", 2.25), 3: ("browser", 0.5)}  # 3 started in between
-    assert CpuMeter.delta(before, after) == {"python": 0.5, "browser": 0.5, "ray": 0.25}
+    assert CpuMeter.delta(before, after) == {"python": 0.5, "browser": 0.5, "ray": 0.25, "browser:browser": 0.5}
