@@ -35,6 +35,7 @@ class EnvReport:
     recycle_asked_at: float | None = None  # wall clock of the recycle request the env has not acted on
     opened_seen: float = 0.0  # the tab's opened_at when steps_at_open was taken
     steps_at_open: int = 0  # the env's step count when its current tab opened
+    frozen_since: float | None = None  # wall clock of the first frozen step of an outage not yet over
 
 
 @dataclass
@@ -86,7 +87,9 @@ class TabRecord:
 
 
 def tab_state(pool_state: str, restarts: int, env: EnvReport | None) -> str:
-    """One word for a tab: connecting, stepping, replacing, failed (or connected, closed).
+    """One word for a tab: connecting, stepping, frozen, replacing, failed (or connected, closed).
+
+    "frozen": its env gives it frozen steps (slow or hung, not yet replaced) while the others step on.
 
     The pool knows whether a page is being (re)opened; the env's reports say whether it is
     talking to the page.
@@ -99,6 +102,8 @@ def tab_state(pool_state: str, restarts: int, env: EnvReport | None) -> str:
         return "connecting"
     if env.failed_at is not None and not env.connected:
         return "replacing"
+    if env.frozen_since is not None:
+        return "frozen"
     if env.connected:
         return "stepping" if env.stepping_at else "connected"
     return "connecting"

@@ -63,6 +63,8 @@ def _describe(kind: str, f: dict[str, Any], tab: str) -> str | None:
         return f"[Pool] ✗ {tab} (port {f.get('port')}) failed: {f.get('cause')} {f.get('detail', '')}".rstrip()
     if kind == "tab_replaced":
         return f"[Pool] ↻ {tab} replaced in {f.get('seconds', 0):.2f} s"
+    if kind == "tab_frozen":  # log only; worded for the dashboard's event stream
+        return f"[Pool] {tab} frozen ({f.get('cause')}): the other tabs step on without it"
     if kind == "tab_recovered":
         return f"[Pool] ✓ {tab} stepping again {f.get('seconds', 0):.2f} s after its {f.get('cause')}"
     if kind == "browser_failed":

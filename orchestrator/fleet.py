@@ -213,12 +213,19 @@ class Fleet:
         self._loop.loop.create_task(self.pool.recycle(tab.index, reason))
 
     def record_outage(self, kind: str, message: dict[str, Any]) -> None:
-        """The vec env's view of a tab that was slow or replaced, as it ended: its frozen steps, and
-        how long the other tabs waited for it (training/outages.py). Called in the trainer process
+        """The vec env's view of a tab that was slow or replaced: as it began (the tab is "frozen"),
+        and as it ended: its frozen steps, and how long the other tabs waited for it
+        (training/outages.py). Called in the trainer process
         (`make_vec_env(..., on_outage=)`), so none is lost when the run ends."""
         port = int(message["port"])
+        tab = self._tabs[port]
+        if kind == "outage_began":  # the live state "frozen" (tab_record.tab_state) until it ends
+            self._env(tab).frozen_since = time.time()
+            self.events("tab_frozen", {"tab": tab.index, "port": port, "cause": message.get("cause")}, echo=False)
+            return
+        self._env(tab).frozen_since = None
         keys = ("cause", "seconds", "frozen_steps", "others_longest_wait_s", "until_run_end")
-        fields = {"tab": self._tabs[port].index, "port": port, **{k: message[k] for k in keys if k in message}}
+        fields = {"tab": tab.index, "port": port, **{k: message[k] for k in keys if k in message}}
         self.outages.append(fields)
         self.events("tab_outage", fields, echo=False)
 

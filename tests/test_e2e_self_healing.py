@@ -72,6 +72,10 @@ def test_a_tab_fault_costs_only_that_tab(kind: str, tmp_path: Path, ports, no_le
     # straggler grace (0.5 s) plus the machine's noise, where waiting for a hang would be 10 s.
     outages = [e for e in events if e["event"] == "tab_outage" and e["tab"] == hit and e["cause"] != "slow"]
     assert outages, events
+    # Each outage was said as it began too (the tab's live state "frozen"), before it ended.
+    said = [i for i, e in enumerate(events) if e["event"] == "tab_frozen" and e["tab"] == hit]
+    ended = [i for i, e in enumerate(events) if e["event"] == "tab_outage" and e["tab"] == hit]
+    assert said and said[0] < ended[0], events
     for outage in outages:
         assert outage["frozen_steps"] >= 1
         assert outage["others_longest_wait_s"] < 5.0, outage

@@ -40,6 +40,9 @@ def test_tab_state_words() -> None:
     assert tab_state("loading", 2, health) == "replacing"
     assert tab_state("loaded", 1, EnvReport(connected=False, stepping_at=1.0, failed_at=5.0)) == "replacing"
     assert tab_state("failed", 3, health) == "failed"
+    frozen = EnvReport(connected=True, stepping_at=1.0, failed_at=None, frozen_since=2.0)
+    assert tab_state("loaded", 0, frozen) == "frozen", "its env gives it frozen steps"
+    assert tab_state("restarting", 1, frozen) == "replacing", "being replaced says more"
 
 
 def test_process_meter_survives_processes_that_vanish_or_turn_zombie() -> None:

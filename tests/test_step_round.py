@@ -102,7 +102,8 @@ def test_a_straggler_after_the_grace_gets_frozen_steps_and_its_late_answer_conti
     r.answer(0, stepped(3.0), 2.1)
     obs, _, dones, infos, _ = r.finish()
     assert not dones.any() and obs[:, 0].tolist() == [3.0, 6.0]
-    ((kind, outage),) = reports
+    (began, (kind, outage)) = reports
+    assert began == ("outage_began", {"port": 9001, "cause": SLOW}), "said live at its first frozen step"
     assert kind == "outage" and outage["cause"] == SLOW and outage["frozen_steps"] == 1 and outage["port"] == 9001
 
 
@@ -123,7 +124,8 @@ def test_a_hang_is_slow_until_its_failure_then_out_until_its_replacement() -> No
     assert dones[1] and rewards[1] == 0.0 and infos[1][TAB_FAILURE] == "hang" and infos[1][TRUNCATED] is True
     assert infos[1][TERMINAL_OBS][0] == 0.0, "the episode ends at the last good observation"
     assert obs[1, 0] == 9.0, "the next observation is the new page's"
-    ((_, outage),) = reports
+    (began, (_, outage)) = reports
+    assert began == ("outage_began", {"port": 9001, "cause": SLOW}), "one outage, one beginning"
     assert outage["cause"] == "hang" and outage["frozen_steps"] == 2, "a slow tab that then hung is a hang"
 
 
@@ -188,7 +190,8 @@ def test_a_recycled_tab_out_for_several_rounds_gets_frozen_recycle_steps() -> No
     r.answer(1, stepped(3.0), 2.0)
     obs, _, _, infos, _ = r.finish()
     assert infos[0][TAB_WAITING] == RECYCLE and obs[0, 0] == 8.0
-    ((_, outage),) = reports
+    (began, (_, outage)) = reports
+    assert began[0] == "outage_began" and began[1]["cause"] == RECYCLE
     assert outage["cause"] == RECYCLE and outage["frozen_steps"] == 1
 
 
@@ -266,7 +269,7 @@ def test_an_outage_still_open_when_the_run_ends_is_reported_too() -> None:
     r.answer(0, stepped(1.0), 0.0)
     r.answer(1, crash(), 0.0)
     r.finish()
-    assert not reports
+    assert reports == [("outage_began", {"port": 9001, "cause": "crash"})]
     r.outages.close(r.ports)
-    ((kind, outage),) = reports
+    (_, (kind, outage)) = reports
     assert kind == "outage" and outage["cause"] == "crash" and outage["frozen_steps"] == 1 and outage["until_run_end"] is True

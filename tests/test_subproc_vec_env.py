@@ -313,7 +313,8 @@ def test_a_tab_being_replaced_gets_frozen_steps_at_once_and_the_others_step_on(n
         assert obs[1].tolist() == [1, 0, 1] and infos[1]["terminal_observation"].tolist() == [1, 2, 0]
         assert obs[0].tolist() == [0, 3 + frozen, 0]  # env 0 stepped at every vec step
         assert frozen >= 2 and venv.frozen_steps == frozen
-        ((kind, outage),) = events
+        (began_report, (kind, outage)) = events
+        assert began_report == ("outage_began", {"port": 9002, "cause": "crash"})
         assert kind == "outage" and outage["port"] == 9002 and outage["cause"] == "crash"
         assert outage["frozen_steps"] == frozen and outage["seconds"] >= 0.9 and outage["others_longest_wait_s"] < 10
         venv.env_method("get_wrapper_attr", "episode")  # the pipes are in step again

@@ -12,7 +12,8 @@ expected policy gradient. Episode statistics skip them (they carry no `episode` 
 A tab is out from the first vec step it misses until its real answer (a late step, or the
 first observation of its replacement page) is handed to the trainer. For each outage this
 records the frozen steps and the longest vec step during it: the longest the other tabs
-waited (the straggler grace for a hang, a few ms otherwise).
+waited (the straggler grace for a hang, a few ms otherwise). Each outage is reported twice:
+"outage_began" at its first frozen step (the live tab state "frozen"), "outage" as it ends.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class OutageLog:
     def __init__(self, report: Callable[[str, dict[str, Any]], None]) -> None:
         self._report = report
         self._open: dict[int, Outage] = {}
+        self._began_now: list[int] = []  # tabs whose outage began in the vec step that is ending
         self._step_began = time.monotonic()
         self.frozen_steps = 0  # over the whole run, all tabs
 
@@ -45,6 +47,8 @@ class OutageLog:
 
     def frozen(self, tab: int, cause: str) -> None:
         """Tab `tab` got a frozen step in the vec step that is ending now."""
+        if tab not in self._open:
+            self._began_now.append(tab)
         outage = self._open.setdefault(tab, Outage(cause, self._step_began))
         if cause != "slow":
             outage.cause = cause  # a slow tab that then hit its deadline is a hang
@@ -54,6 +58,10 @@ class OutageLog:
     def step_ended(self, ports: list[int], back: list[int]) -> None:
         """Close the outages of the tabs in `back` (their real answer is in this vec step)."""
         took = time.monotonic() - self._step_began
+        for tab in self._began_now:
+            if tab in self._open and tab not in back:
+                self._report("outage_began", {"port": ports[tab], "cause": self._open[tab].cause})
+        self._began_now.clear()
         for outage in self._open.values():
             outage.longest_step_s = max(outage.longest_step_s, took)
         for tab in back:

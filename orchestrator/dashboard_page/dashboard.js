@@ -144,7 +144,7 @@ setInterval(() => { if (view.enlarged !== null) askFocus(); }, FOCUS_AGAIN_MS);
 // ---- events and curves --------------------------------------------------------------------
 // Between two samples (status.json, every --monitor-interval), a tab's failure and its recovery are
 // events: its card says so at once. A sample taken after the tab's latest such event has the last word.
-const STATE_AFTER = { tab_failed: 'replacing', tab_recovered: 'stepping' };
+const STATE_AFTER = { tab_frozen: 'frozen', tab_failed: 'replacing', tab_recovered: 'stepping' };
 
 function noteTabEvent(event) {
   const parts = cards.get(event.tab);
