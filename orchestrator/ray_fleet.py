@@ -226,8 +226,14 @@ class HostFleet:
         h.failed_at, h.failed_cause = time.time(), cause
 
     def record_outage(self, kind: str, message: dict[str, Any]) -> None:
-        """The vec env's view of a tab's outage as it ended (as `Fleet.record_outage`)."""
+        """The vec env's view of a tab's outage as it began and ended (as `Fleet.record_outage`)."""
         tab = self.ports.index(int(message["port"]))
+        if kind == "outage_began":
+            self._env(tab).frozen_since = time.time()
+            self.events("tab_frozen", {"tab": tab, "host": tab // self.tabs_per_host, "port": message["port"],
+                                       "cause": message.get("cause")}, echo=False)
+            return
+        self._env(tab).frozen_since = None
         keys = ("cause", "seconds", "frozen_steps", "others_longest_wait_s", "until_run_end")
         fields = {"tab": tab, "host": tab // self.tabs_per_host, "port": message["port"],
                   **{k: message[k] for k in keys if k in message}}

@@ -5,7 +5,7 @@ page's `window.lunarfleet.snapshot()`, webapp/bridge.js; for another page its fi
 tab every `every_s / tabs` seconds so the cost is spread evenly; a tab that starts stepping (at the
 start, or on a new page after a replacement) is pictured at once, and every tab a last time at the end. The JPEG goes to
 `<run>/thumbnails/tab-N.jpg`, where the dashboard server (orchestrator/dashboard.py) finds it, live
-or after the run. A tab that is being replaced, connecting or failed is skipped: a snapshot never
+or after the run. A tab that is frozen (slow or hung), being replaced, connecting or failed is skipped: a snapshot never
 waits on a tab that is busy recovering. The tab enlarged on the dashboard (`focus`) is taken at
 FOCUS_FPS, larger, while someone looks at it.
 
@@ -160,8 +160,9 @@ class Thumbnailer:
 
 
 def _page_up(tab: TabRecord) -> bool:
-    """The tab's page is up and no failure of it is being dealt with (then it is busy recovering)."""
-    return tab.state in PAGE_UP and tab.status() != "replacing"
+    """The tab's page is up and neither slow nor hung (frozen) nor being replaced: a snapshot never
+    adds work to a tab that is busy recovering."""
+    return tab.state in PAGE_UP and tab.status() not in ("replacing", "frozen")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

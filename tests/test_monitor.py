@@ -45,6 +45,39 @@ def test_tab_state_words() -> None:
     assert tab_state("restarting", 1, frozen) == "replacing", "being replaced says more"
 
 
+
+def test_a_tab_reads_frozen_from_its_outage_reports_until_the_outage_ends(tmp_path: Path) -> None:
+    """The vec env's "outage_began" and "outage" reports (`on_outage`, in the trainer process) set and
+    clear a tab's state word "frozen"; the outage is counted once, as it ends."""
+    from browser_pool.chromium import LaunchOptions
+    from browser_pool.pool import PoolSettings
+    from orchestrator.events import EventLog
+    from orchestrator.fleet import Fleet
+    from training.health import HealthReporter
+
+    events = EventLog(tmp_path / "events.jsonl", echo=False)
+    fleet = Fleet(["about:blank"] * 2, [9000, 9001], LaunchOptions(), PoolSettings(), events, "tok")
+    reporter = HealthReporter(fleet.health_port, "tok")
+    try:
+        for tab in fleet.pool.tabs:
+            tab.state = "loaded"  # as the pool says once its page is up (no browser in this test)
+            reporter("stepping", {"port": tab.port})
+        wait_until(lambda: [t.status() for t in fleet.pool.tabs] == ["stepping", "stepping"], 10, "both tabs stepping")
+        fleet.record_outage("outage_began", {"port": 9001, "cause": "slow"})
+        assert [t.status() for t in fleet.pool.tabs] == ["stepping", "frozen"]
+        assert fleet.outages == [], "an outage is counted as it ends"
+        fleet.record_outage("outage", {"port": 9001, "cause": "hang", "seconds": 5.0, "frozen_steps": 9,
+                                       "others_longest_wait_s": 0.5})
+        assert [t.status() for t in fleet.pool.tabs] == ["stepping", "stepping"]
+        assert [(o["tab"], o["cause"], o["frozen_steps"]) for o in fleet.outages] == [(1, "hang", 9)]
+        events.close()
+        logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+        assert [(e["event"], e["tab"], e["cause"]) for e in logged] == [("tab_frozen", 1, "slow"), ("tab_outage", 1, "hang")]
+    finally:
+        reporter.close()
+        fleet.stop()
+        events.close()
+
 def test_process_meter_survives_processes_that_vanish_or_turn_zombie() -> None:
     meter = ProcessMeter()
     child = subprocess.Popen(["sleep", "30"])
