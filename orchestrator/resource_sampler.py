@@ -131,11 +131,11 @@ class ResourceSampler:
         now, mono = time.time(), time.monotonic()
         src = self.sources
         tabs = src.tabs()
-        procs = self._processes.read(
-            src.trainer_pid, src.worker_pids(), src.driver_pid(), src.browser_pid(), [t.renderer_pid for t in tabs]
-        )
+        # Read once: the pool swaps a tab's renderer on its own thread, and a row must name the pid it measured.
+        renderer_pids = [t.renderer_pid for t in tabs]
+        procs = self._processes.read(src.trainer_pid, src.worker_pids(), src.driver_pid(), src.browser_pid(), renderer_pids)
         since = self._running_since if whole_run else None
-        rows = [self._rates.row(t, procs.renderer(t.renderer_pid), now, since) for t in tabs]
+        rows = [self._rates.row(t, pid, procs.renderer(pid), now, since) for t, pid in zip(tabs, renderer_pids, strict=True)]
         return Sample(
             time=now, elapsed_s=now - self._began, timesteps=self.timesteps, fps=self._trainer_fps(mono),
             system=procs.system, trainer=procs.trainer, workers=procs.workers, driver=procs.driver,

@@ -72,13 +72,14 @@ class TabRates:
     def __init__(self) -> None:
         self._last: dict[int, tuple[int, float]] = {}  # tab index -> (steps, time)
 
-    def row(self, tab: TabRecord, proc: ProcStats, now: float, run_since: float | None = None) -> TabRow:
-        """The tab's row; with `run_since` (the final sample) its rate is averaged from then on."""
+    def row(self, tab: TabRecord, renderer_pid: int | None, proc: ProcStats, now: float, run_since: float | None = None) -> TabRow:
+        """The tab's row, with `proc` measured for `renderer_pid`; with `run_since` (the final sample)
+        its rate is averaged from then on."""
         return TabRow(
             tab=tab.index + 1, index=tab.index, port=tab.port, state=tab.status(), steps=tab.env_steps,
             steps_per_s=self._rate(tab.index, tab.env_steps, now, run_since), restarts=tab.restarts,
             failures=tab.env_failures,
-            renderer_pid=tab.renderer_pid, cpu_percent=proc.cpu_percent, pss_mb=proc.pss_mb, uss_mb=proc.uss_mb,
+            renderer_pid=renderer_pid, cpu_percent=proc.cpu_percent, pss_mb=proc.pss_mb, uss_mb=proc.uss_mb,
             rss_mb=proc.rss_mb, host=None if tab.host is None else tab.host + 1,
             last_failure=tab.causes[-1] if tab.causes else None,
         )
