@@ -115,7 +115,7 @@ def test_smoke_leaves_status_and_samples_per_tab_and_status_prints_them(tmp_path
         shown = run_cli(args, cwd=tmp_path, timeout=60)
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert "interrupted" in shown.stdout and "tab   port state" in shown.stdout
-        either = "(stepping|replacing|connecting|connected)"
+        either = "(stepping|frozen|replacing|connecting|connected)"
         assert _row(shown.stdout, 1, base, either) and _row(shown.stdout, 2, base + 1, either), shown.stdout
 
 
