@@ -47,7 +47,9 @@ def two_tabs(first: FakePage, step_s: float = 30.0, straggler_s: float = 30.0) -
     reports = Reports()
     ports = [first.port, free_port()]
     venv = InlineVecEnv(ports, PageSettings(), LinkDeadlines(step_s=step_s, connect_s=20.0), on_event=reports, straggler_s=straggler_s)
-    pages = [PageThread(first), PageThread(FakePage(ports[1], seed=2))]
+    # Tab 1's episode never ends: while tab 0 hangs it steps as fast as the machine goes (over
+    # 10,000 steps in a 5 s deadline on a quiet machine), and the tests count its steps as one episode.
+    pages = [PageThread(first), PageThread(FakePage(ports[1], seed=2, done_after=10**9))]
     try:
         for page in pages:
             page.start()
