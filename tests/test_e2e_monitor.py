@@ -82,8 +82,10 @@ def test_smoke_leaves_status_and_samples_per_tab_and_status_prints_them(tmp_path
         # recycling never pauses, so a tab may have been in the middle of its swap at the end
         # (frozen: its env already gives it frozen steps, the pool has not begun the new page yet)
         assert row["state"] in ("stepping", "frozen", "replacing", "connecting", "connected") and row["steps"] > 0, row
-        if row["state"] == "stepping":
-            assert row["renderer_pid"] and row["pss_mb"] and row["pss_mb"] > 5, row
+        if row["state"] == "stepping" and row["renderer_pid"]:
+            # (a page that has just replaced a recycled one steps before the pool knows its renderer;
+            # the samples below must show every tab measured at least once)
+            assert row["pss_mb"] and row["pss_mb"] > 5, row
     assert status["trainer"]["rss_mb"] > 50 and status["browser"]["pss_mb"]
     workers = 2 if status["vec_env"] == "subproc" else 0  # inline: the envs live in the trainer
     assert len(status["workers"]) == workers and all(w["alive"] and w["rss_mb"] > 20 for w in status["workers"])
