@@ -6,7 +6,9 @@ could not be injected). So a fast machine and a loaded one inject the same fault
 changes only how long it takes. If `--timesteps` is reached with faults still to come,
 training goes on past it for at most `--chaos-overtime` seconds; whatever is still missing
 then is named, and the verdict is not ok. A fault counts as recovered when every tab it hit
-is stepping again (its env has reset against a page after the fault).
+is stepping again (its env has reset against a page after the fault). Training stops only once
+the trainer has every tab back as well (`tabs_out`: the first step of a tab's new page, which
+ends the cut episode, may still be on its way when its env reports it stepping).
 
 With `--ray`, `host` kills a host actor and `browser`/`driver` hit one host's browser: each such
 fault hits the tabs of one host (`hosts`, hosts taking turns), and recovers when they all step again.
@@ -29,6 +31,7 @@ from orchestrator.fleet import Fleet
 MIN_GAP_VEC_STEPS = 32  # a healed tab steps at least this many vec steps before the next fault
 INJECT_TIMEOUT_S = 15.0
 RECOVERY_LIMIT_S = 120.0  # a fault not recovered by then is reported, and the next one comes due
+BACK_LIMIT_S = 30.0  # past --timesteps, how long training waits for a recovered tab's first step to reach the trainer
 
 
 @dataclass
@@ -82,6 +85,7 @@ class ChaosMonkey:
         inject: Callable[[Fault], None] | None = None,
         ports: list[int] | None = None,
         hosts: list[list[int]] | None = None,
+        tabs_out: Callable[[], int] = lambda: 0,
     ) -> None:
         self.fleet, self.events = fleet, events
         self.ports = list(ports or fleet.ports)  # the tabs faults go into and recover on (not an idle evaluation tab)
@@ -97,6 +101,8 @@ class ChaosMonkey:
         self._next = 0  # index of the next fault to inject
         self._overtime_began: float | None = None
         self._overtime_over = False
+        self._tabs_out = tabs_out  # tabs whose real answer the trainer has not had back yet (outages)
+        self._back_wait_began: float | None = None
 
     @property
     def done(self) -> bool:
@@ -126,10 +132,15 @@ class ChaosMonkey:
             self._inject(fault, steps)
 
     def wants_more_steps(self, steps: int) -> bool:
-        """Asked at and past --timesteps: train on while planned faults are left, within the overtime."""
-        if self.done or self._overtime_over or steps < self.target_step:
+        """Asked at and past --timesteps: train on while planned faults are left, within the overtime,
+        then until the trainer has every tab back (for at most BACK_LIMIT_S: a tab may also be out for
+        good, e.g. a host gone)."""
+        if self._overtime_over or steps < self.target_step:
             return False
         now = time.monotonic()
+        if self.done:
+            self._back_wait_began = self._back_wait_began or now
+            return self._tabs_out() > 0 and now - self._back_wait_began < BACK_LIMIT_S
         if self._overtime_began is None:
             self._overtime_began = now
             left = sum(1 for f in self.faults if not f.settled)

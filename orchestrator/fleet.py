@@ -213,21 +213,10 @@ class Fleet:
         self._loop.loop.create_task(self.pool.recycle(tab.index, reason))
 
     def record_outage(self, kind: str, message: dict[str, Any]) -> None:
-        """The vec env's view of a tab that was slow or replaced: as it began (the tab is "frozen"),
-        and as it ended: its frozen steps, and how long the other tabs waited for it
-        (training/outages.py). Called in the trainer process
-        (`make_vec_env(..., on_outage=)`), so none is lost when the run ends."""
-        port = int(message["port"])
-        tab = self._tabs[port]
-        if kind == "outage_began":  # the live state "frozen" (tab_record.tab_state) until it ends
-            self._env(tab).frozen_since = time.time()
-            self.events("tab_frozen", {"tab": tab.index, "port": port, "cause": message.get("cause")}, echo=False)
-            return
-        self._env(tab).frozen_since = None
-        keys = ("cause", "seconds", "frozen_steps", "others_longest_wait_s", "until_run_end")
-        fields = {"tab": tab.index, "port": port, **{k: message[k] for k in keys if k in message}}
-        self.outages.append(fields)
-        self.events("tab_outage", fields, echo=False)
+        """The vec env's view of a tab that was slow or replaced (training/outages.py). Called in
+        the trainer process (`make_vec_env(..., on_outage=)`), so none is lost when the run ends."""
+        tab = self._tabs[int(message["port"])]
+        record_outage(kind, message, self._env(tab), {"tab": tab.index}, self.outages, self.events)
 
     def _ask_env_to_recycle(self, tab: TabRecord) -> None:
         """Tell the env of a tab due for recycling to swap it at its next episode boundary."""
@@ -289,3 +278,21 @@ def outage_summary(outages: list[dict[str, Any]]) -> dict[str, Any]:
         "others_longest_wait_s": max(waits, default=0.0),
         "longest_outage_s": max((float(o["seconds"] or 0.0) for o in outages), default=0.0),
     }
+
+
+def record_outage(
+    kind: str, message: dict[str, Any], report: EnvReport, where: dict[str, Any], outages: list[dict[str, Any]],
+    events: EventLog,
+) -> None:
+    """An outage as it began (the tab is "frozen", tab_record.tab_state, until it ends) and as it
+    ended: its frozen steps, and how long the other tabs waited for it. `where` names the tab."""
+    where = {**where, "port": int(message["port"])}
+    if kind == "outage_began":
+        report.frozen_since = time.time()
+        events("tab_frozen", {**where, "cause": message.get("cause")}, echo=False)
+        return
+    report.frozen_since = None
+    keys = ("cause", "seconds", "frozen_steps", "others_longest_wait_s", "until_run_end")
+    fields = {**where, **{k: message[k] for k in keys if k in message}}
+    outages.append(fields)
+    events("tab_outage", fields, echo=False)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from browser_pool.tab_record import EnvReport, TabRecord
 from orchestrator.config import RunConfig
 from orchestrator.events import EventLog, say
-from orchestrator.fleet import outage_summary
+from orchestrator.fleet import outage_summary, record_outage
 
 if TYPE_CHECKING:
     from orchestrator.chaos import Fault
@@ -228,17 +228,8 @@ class HostFleet:
     def record_outage(self, kind: str, message: dict[str, Any]) -> None:
         """The vec env's view of a tab's outage as it began and ended (as `Fleet.record_outage`)."""
         tab = self.ports.index(int(message["port"]))
-        if kind == "outage_began":
-            self._env(tab).frozen_since = time.time()
-            self.events("tab_frozen", {"tab": tab, "host": tab // self.tabs_per_host, "port": message["port"],
-                                       "cause": message.get("cause")}, echo=False)
-            return
-        self._env(tab).frozen_since = None
-        keys = ("cause", "seconds", "frozen_steps", "others_longest_wait_s", "until_run_end")
-        fields = {"tab": tab, "host": tab // self.tabs_per_host, "port": message["port"],
-                  **{k: message[k] for k in keys if k in message}}
-        self.outages.append(fields)
-        self.events("tab_outage", fields, echo=False)
+        record_outage(kind, message, self._env(tab), {"tab": tab, "host": tab // self.tabs_per_host}, self.outages,
+                      self.events)
 
     def outage_summary(self) -> dict[str, Any]:
         return outage_summary(self.outages)

@@ -175,7 +175,7 @@ def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSum
     if cfg.chaos:
         on_ray = {"inject": fleet.inject, "hosts": fleet.host_tabs} if cfg.ray else {}
         chaos = ChaosMonkey(parse_spec(cfg.chaos), cfg.timesteps, fleet, events, venv.num_envs, cfg.chaos_overtime,
-                            ports=venv.ports, **on_ray)  # the training tabs: the evaluation tab steps only now and then
+                            ports=venv.ports, tabs_out=venv.outages.tabs_out, **on_ray)  # the training tabs: the evaluation tab steps only now and then
         settings.train_on = chaos.wants_more_steps
     result = train(
         settings,

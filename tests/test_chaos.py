@@ -41,7 +41,7 @@ class Events:
         return [k for k, _ in self.seen]
 
 
-def _monkey(counts: dict[str, int], target: int = 10_000, overtime_s: float = 600.0, inject=None):  # noqa: ANN001, ANN202
+def _monkey(counts: dict[str, int], target: int = 10_000, overtime_s: float = 600.0, inject=None, tabs_out=lambda: 0):  # noqa: ANN001, ANN202
     fleet, events = FakeFleet(), Events()
     injected: list[Fault] = []
 
@@ -50,7 +50,8 @@ def _monkey(counts: dict[str, int], target: int = 10_000, overtime_s: float = 60
         if inject is not None:
             inject(fault)
 
-    monkey = ChaosMonkey(counts, target, fleet, events, steps_per_vec_step=2, overtime_s=overtime_s, inject=record)  # type: ignore[arg-type]
+    monkey = ChaosMonkey(counts, target, fleet, events, steps_per_vec_step=2, overtime_s=overtime_s, inject=record,  # type: ignore[arg-type]
+                         tabs_out=tabs_out)
     return monkey, fleet, events, injected
 
 
@@ -76,6 +77,29 @@ def test_each_fault_comes_due_a_gap_of_steps_after_the_previous_one_recovered() 
     monkey.on_steps(healed_at + gap)
     assert [f.kind for f in injected] == ["crash", "hang"]
     assert injected[1].tab == 1, "kinds alternate and so do the tabs"
+
+
+def test_at_the_target_training_goes_on_until_the_trainer_has_the_recovered_tab_back(monkeypatch) -> None:
+    # The env reports its tab stepping as it resets it; that first step reaches the trainer (and ends
+    # the cut episode there) a vec step later: until then the tab is still out.
+    out = [1]
+    monkey, fleet, events, injected = _monkey({"hang": 1}, target=10_000, tabs_out=lambda: out[0])
+    monkey.on_steps(0)
+    _run_all(monkey, fleet, injected)
+    assert monkey.done and monkey.wants_more_steps(10_000)
+    assert "chaos_overtime" not in events.kinds(), "no fault is left: this is no overtime"
+    out[0] = 0
+    assert not monkey.wants_more_steps(10_002)
+    assert monkey.finish().overtime_s == 0
+    # A tab out for good (a host gone) holds the end back only for BACK_LIMIT_S.
+    out[0] = 1
+    monkey, fleet, _, injected = _monkey({"hang": 1}, target=10_000, tabs_out=lambda: out[0])
+    monkey.on_steps(0)
+    _run_all(monkey, fleet, injected)
+    assert monkey.wants_more_steps(10_000)
+    began = time.monotonic()
+    monkeypatch.setattr(chaos_module.time, "monotonic", lambda: began + chaos_module.BACK_LIMIT_S + 1)
+    assert not monkey.wants_more_steps(10_002)
 
 
 def test_a_small_run_keeps_a_minimum_gap_so_a_healed_tab_steps_before_the_next_fault() -> None:

@@ -124,9 +124,13 @@ def test_a_tab_enlarged_on_the_dashboard_is_shown_live_and_larger(tmp_path: Path
         output = OutputReader(proc)
         page.goto(url)
         # `tabs` writes status.json every 2 s; the pages wait for a trainer, their rovers still.
-        wait_until(lambda: all(p is not None for _, p, _ in page.evaluate(PICTURES)) and page.locator(".card").count() == 2,
-                   60, "both cards with a picture")
-        assert {width for _, _, width in page.evaluate(PICTURES)} == {240}
+        # Judged on one reading: a card whose next picture is still loading shows none for a moment.
+        def both_pictures() -> list[list[Any]] | None:
+            shown = page.evaluate(PICTURES)
+            return shown if len(shown) == 2 and all(picture is not None for _, picture, _ in shown) else None
+
+        shown = wait_until(both_pictures, 60, "both cards with a picture")
+        assert {width for _, _, width in shown} == {240}
         page.locator(".card[data-tab='2']").click()
         assert page.locator("#enlarged").is_visible()
         wait_until(lambda: page.evaluate("document.getElementById('enlarged-img').naturalWidth") == 680, 30,

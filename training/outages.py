@@ -69,6 +69,10 @@ class OutageLog:
             if outage is not None:
                 self._send(ports[tab], outage)
 
+    def tabs_out(self) -> int:
+        """How many tabs are in an outage: their real answer not yet handed to the trainer."""
+        return len(self._open)
+
     def close(self, ports: list[int]) -> None:
         """The run ends: the outages still open are reported too, so none goes uncounted."""
         for tab, outage in sorted(self._open.items()):
