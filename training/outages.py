@@ -38,19 +38,19 @@ class OutageLog:
     def __init__(self, report: Callable[[str, dict[str, Any]], None]) -> None:
         self._report = report
         self._open: dict[int, Outage] = {}
-        self._began_now: list[int] = []  # tabs whose outage began in the vec step that is ending
         self._step_began = time.monotonic()
         self.frozen_steps = 0  # over the whole run, all tabs
 
     def step_began(self) -> None:
         self._step_began = time.monotonic()
 
-    def frozen(self, tab: int, cause: str) -> None:
-        """Tab `tab` got a frozen step in the vec step that is ending now."""
-        if tab not in self._open:
-            self._began_now.append(tab)
-        outage = self._open.setdefault(tab, Outage(cause, self._step_began))
-        if cause != "slow":
+    def frozen(self, tab: int, port: int, cause: str) -> None:
+        """Tab `tab` (on `port`) got a frozen step in the vec step that is ending now."""
+        outage = self._open.get(tab)
+        if outage is None:
+            outage = self._open[tab] = Outage(cause, self._step_began)
+            self._report("outage_began", {"port": port, "cause": cause})
+        elif cause != "slow":
             outage.cause = cause  # a slow tab that then hit its deadline is a hang
         outage.frozen_steps += 1
         self.frozen_steps += 1
@@ -58,10 +58,6 @@ class OutageLog:
     def step_ended(self, ports: list[int], back: list[int]) -> None:
         """Close the outages of the tabs in `back` (their real answer is in this vec step)."""
         took = time.monotonic() - self._step_began
-        for tab in self._began_now:
-            if tab in self._open and tab not in back:
-                self._report("outage_began", {"port": ports[tab], "cause": self._open[tab].cause})
-        self._began_now.clear()
         for outage in self._open.values():
             outage.longest_step_s = max(outage.longest_step_s, took)
         for tab in back:

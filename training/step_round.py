@@ -186,7 +186,7 @@ class StepRound:
             span = slice(j * k, (j + 1) * k)
             if tab.result is None:
                 cause = tab.out or SLOW
-                self.outages.frozen(j, cause)
+                self.outages.frozen(j, self.ports[j], cause)
                 obs[span] = self.last_obs[span]
                 dones[span] = True
                 infos += [frozen_info(cause, o.copy()) for o in self.last_obs[span]]
