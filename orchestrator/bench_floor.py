@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.bench_table import by_type_text
+
 if TYPE_CHECKING:
     from orchestrator.bench_results import Row
     from orchestrator.bench_session import Bench
@@ -33,7 +35,7 @@ def floor_phase(bench: Bench) -> None:
             bench.result.floor["one_tab"] = floor_figures(rows[1])
         f = bench.result.floor
         bench.say(f"[Bench]   floor, 4 tabs: {f['round_trips_per_s']:,.0f} round trips/s, {f['python_us']:.0f} us Python "
-                  f"and {f['browser_us']:.0f} us Chromium per round trip ({_by_type(f['browser_us_by_type'])})")
+                  f"and {f['browser_us']:.0f} us Chromium per round trip ({by_type_text(f['browser_us_by_type'])})")
 
 
 def floor_figures(row: Row) -> dict[str, Any]:
@@ -44,6 +46,3 @@ def floor_figures(row: Row) -> dict[str, Any]:
         "browser_us_by_type": row.browser_cpu_by_type,
     }
 
-
-def _by_type(by_type: dict[str, float]) -> str:
-    return ", ".join(f"{kind} {us:.0f}" for kind, us in sorted(by_type.items(), key=lambda kv: -kv[1]))

@@ -31,6 +31,11 @@ def _row_line(row: Row) -> str:
     )
 
 
+def by_type_text(us_by_type: dict[str, float]) -> str:
+    """Chromium's CPU per step by process type, the largest first: "renderer 228, network 88, ..."."""
+    return ", ".join(f"{kind} {us:.0f}" for kind, us in sorted(us_by_type.items(), key=lambda kv: -kv[1]))
+
+
 def _x_floor(row: Row) -> str:
     x = row.x_floor
     return "/".join(f"{x[k]:.2f}" if k in x else "-" for k in ("steps_per_s", "python", "browser")) if x else ""
@@ -82,7 +87,7 @@ def _floor_lines(result: BenchResult) -> list[str]:
     lines = []
     f = result.floor
     if f:
-        by_type = ", ".join(f"{k} {v:.0f}" for k, v in sorted(f["browser_us_by_type"].items(), key=lambda kv: -kv[1]))
+        by_type = by_type_text(f["browser_us_by_type"])
         lines.append(f"floor (echo page, 4 tabs): {f['round_trips_per_s']:,.0f} round trips/s; per round trip "
                      f"{f['python_us']:.0f} us Python, {f['browser_us']:.0f} us Chromium ({by_type})")
     c = result.per_step_cpu_us
