@@ -26,9 +26,12 @@ from training.step_round import TAB_FAILURE, TAB_WAITING  # noqa: E402
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    """One local Ray for the module; none of its processes may outlive it."""
+    """One local Ray for the module; none of its processes may outlive it. (Only the processes Ray
+    started: a pytest worker may already hold multiprocessing's forkserver, from a subproc vec env
+    test, which lives as long as the worker.)"""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    ours = {p.pid for p in psutil.Process().children(recursive=True)} - before
     try:
         yield
     finally:
