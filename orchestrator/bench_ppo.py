@@ -134,9 +134,14 @@ def _tabs_and_null_in_turn(
 
 # ---- PPO at the original app's settings: 4 envs, n_steps 2,048 ----------------------------------
 ORIGINAL_ENVS = 4
-# The same 4 PPO envs as 4 tabs x 1 simulation (the README train command) and packed as 2 tabs x
-# 2 simulations (half the messages; the embedded page only): result key, tabs, simulations per tab.
-ORIGINAL_LAYOUTS = (("ppo_original_settings", 4, 1), ("ppo_original_settings_packed", 2, 2))
+# The same 4 PPO envs as 4 tabs x 1 simulation (the original app's way), packed as 2 tabs x 2
+# simulations (half the messages) and as 1 tab x 4 (a quarter; the embedded page only): result
+# key, tabs, simulations per tab. `--envs auto` picks from these figures (orchestrator/sizing.py).
+ORIGINAL_LAYOUTS = (
+    ("ppo_original_settings", 4, 1),
+    ("ppo_original_settings_packed", 2, 2),
+    ("ppo_original_settings_one_tab", 1, 4),
+)
 
 
 def _original_settings(bench: Bench) -> None:
@@ -154,7 +159,7 @@ def _original_settings(bench: Bench) -> None:
             ratio = round(run_tabs["fps"] / run_null["fps"], 4)
             setattr(bench.result, key, {"tabs": tabs, "sims_per_tab": k, "torch_threads": 1,
                                         "with_tabs": run_tabs, "with_null_env": run_null, "ratio": ratio})
-            bench.say(f"[Bench]   PPO at the original settings, {tabs} tabs x {k}: {run_tabs['fps']:,.0f} fps with tabs "
+            bench.say(f"[Bench]   PPO at the original settings, {tabs} tab{'' if tabs == 1 else 's'} x {k}: {run_tabs['fps']:,.0f} fps with tabs "
                       f"(collecting {run_tabs['collect_s']:.1f} s, training {run_tabs['train_s']:.1f} s) vs "
                       f"{run_null['fps']:,.0f} with the null env: {ratio:.2f}x")
     finally:

@@ -95,6 +95,7 @@ class BenchResult:
     per_step_cpu_us: dict[str, Any] = field(default_factory=dict)  # trainer, browser at 4 tabs x 1 simulation (+ x floor)
     ppo_original_settings: dict[str, Any] = field(default_factory=dict)  # 4 tabs x 1, n_steps 2,048: with_tabs, with_null_env fps, ratio
     ppo_original_settings_packed: dict[str, Any] = field(default_factory=dict)  # the same 4 envs in 2 tabs x 2 simulations
+    ppo_original_settings_one_tab: dict[str, Any] = field(default_factory=dict)  # the same 4 envs in 1 tab x 4 simulations
     ppo_fps_tabs: float | None = None
     ppo_fps_null: float | None = None
     ppo_ratio: float | None = None

@@ -96,7 +96,8 @@ def _floor_lines(result: BenchResult) -> list[str]:
         lines.append(f"one step at 4 tabs x 1 simulation: {c['trainer']:.0f} us trainer ({x.get('python', 0):.2f}x floor), "
                      f"{c['browser']:.0f} us Chromium ({x.get('browser', 0):.2f}x); collection {c['steps_per_s']:,.0f} "
                      f"env-steps/s ({x.get('steps_per_s', 0):.2f}x the floor's round trips/s)")
-    for key, label in (("ppo_original_settings", "4 tabs x 1"), ("ppo_original_settings_packed", "2 tabs x 2")):
+    for key, label in (("ppo_original_settings", "4 tabs x 1"), ("ppo_original_settings_packed", "2 tabs x 2"),
+                       ("ppo_original_settings_one_tab", "1 tab x 4")):
         p = getattr(result, key)
         if p:
             lines.append(f"PPO at the original settings ({label} simulations = 4 envs, n_steps {p['with_tabs']['n_steps']:,}, batch 64, 10 epochs, "
@@ -130,6 +131,11 @@ def _other_lines(result: BenchResult) -> list[str]:
                      f"{versus}; Ray started in {ray['ray_start_s']:.1f} s, hosts had their tabs connected "
                      f"{ray['hosts_ready_s']:.1f} s later, and Ray's own start-up work was over "
                      f"{ray.get('settle_s', 0.0):.1f} s after that (measured from then)")
+        calls = ray.get("empty_calls")
+        if calls:
+            lines.append(f"Ray's own round (an empty step call to each host, no tab stepped): {calls['ms_per_round']:.2f} ms, "
+                         f"{calls['python_cpu_ms_per_round'] + calls['ray_cpu_ms_per_round']:.2f} ms CPU; "
+                         f"{100 * ray['calls_share_of_step']:.0f}% of a vec step through the hosts")
     if result.ray_ppo:
         inline = next((row.steps_per_s for row in result.rows if row.mode == "ppo-inline"
                        or (row.mode == "ppo-tabs" and row.sims_per_tab == 1 and row.envs == result.ray_ppo["n_envs"])), None)

@@ -68,7 +68,7 @@ def _supervising(args: argparse.Namespace) -> bool:
 
 def _pick_envs(args: argparse.Namespace) -> None:
     """`--envs auto`: as many tabs as the cores and free memory carry; on a small machine, with the
-    embedded page, the same envs packed two simulations to a tab (`sizing.packed_layout`)."""
+    embedded page, the same envs packed into one tab (`sizing.packed_layout`)."""
     from orchestrator.sizing import auto_envs, packed_layout
 
     args.envs, why = auto_envs(floor_mb=args.memory_floor_mb, vec_env=args.vec_env or DEFAULT_VEC_ENV)

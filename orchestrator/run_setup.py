@@ -279,8 +279,11 @@ def open_tab_fleet(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, eve
     ports = free_ports(cfg.base_port, tabs, say)
     urls = tab_urls(run, cfg, ports)
     train_ports = ports[: cfg.envs]
-    where = (f"{cfg.envs} parallel environments on ports {train_ports[0]}-{train_ports[-1]}" if cfg.envs > 1
-             else f"1 environment on port {train_ports[0]}")
+    on = f"on ports {train_ports[0]}-{train_ports[-1]}" if cfg.envs > 1 else f"on port {train_ports[0]}"
+    if cfg.sims_per_tab > 1:
+        where = f"{cfg.envs} tab{'s' if cfg.envs > 1 else ''} of {cfg.sims_per_tab} simulations {on}"
+    else:
+        where = f"{cfg.envs} parallel environment{'s' if cfg.envs > 1 else ''} {on}"
     say(f"[Setup] Creating {where}; page {urls[0]}")
     fleet = open_fleet(run, cfg, browser, ports, urls, events)
     if monitor.enabled:

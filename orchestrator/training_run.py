@@ -168,9 +168,9 @@ def _note_fleet(summary: RunSummary, fleet: Fleet, events: EventLog) -> None:
 def _train_job(cfg: RunConfig, run: RunPieces, events: EventLog, summary: RunSummary) -> None:
     fleet, venv, monitoring = run.fleet, run.venv, run.monitoring
     settings = _train_settings(cfg)
-    say(f"[Setup] Trainer: {settings.torch_threads} torch thread(s), leaving the other cores to {cfg.envs} tabs")
+    say(f"[Setup] Trainer: {settings.torch_threads} torch thread(s), leaving the other cores to {cfg.envs} tab{'' if cfg.envs == 1 else 's'}")
     say(f"Starting parallel training for {cfg.timesteps:,} timesteps")
-    say(f"Using {cfg.envs} parallel environments")
+    say(f"Using {venv.num_envs} parallel environments")  # PPO's envs: tabs x simulations per tab
     chaos = None
     if cfg.chaos:
         on_ray = {"inject": fleet.inject, "hosts": fleet.host_tabs} if cfg.ray else {}

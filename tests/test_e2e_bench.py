@@ -82,8 +82,9 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
     assert one["x_floor"]["python"] == pytest.approx(one["python_cpu_ms_per_1k"] / floor[1]["python_cpu_ms_per_1k"], rel=2e-2)
     assert data["per_step_cpu_us"] == {}  # measured at 4 tabs x 1 simulation: no such row in this variant
     assert "floor (echo page, 4 tabs)" in result.stdout and "x floor" in result.stdout
-    # PPO at the original settings: 4 envs as 4 x 1 and 2 x 2, with tabs and the null env
-    for key, tabs, sims in (("ppo_original_settings", 4, 1), ("ppo_original_settings_packed", 2, 2)):
+    # PPO at the original settings: 4 envs as 4 x 1, 2 x 2 and 1 x 4, with tabs and the null env
+    for key, tabs, sims in (("ppo_original_settings", 4, 1), ("ppo_original_settings_packed", 2, 2),
+                            ("ppo_original_settings_one_tab", 1, 4)):
         p = data[key]
         assert (p["tabs"], p["sims_per_tab"], p["torch_threads"]) == (tabs, sims, 1)
         for run in (p["with_tabs"], p["with_null_env"]):
@@ -106,4 +107,8 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
         # the host actors' Python and Ray's processes in their own column, not the browser's
         assert by[("ray", 4)]["ray_cpu_ms_per_1k"] > 0 and by[("ray", 4)]["browser_cpu_ms_per_1k"] > 0
         assert ray["settle_s"] >= 0
+        calls = ray["empty_calls"]
+        assert calls["rounds_per_s"] > 0 and calls["ms_per_round"] == pytest.approx(1e3 / calls["rounds_per_s"], rel=1e-2)
+        assert calls["ray_cpu_ms_per_round"] > 0 and "Ray's own round" in result.stdout
+        assert ray["calls_share_of_step"] == pytest.approx(ray["steps_per_s"] / 4 / calls["rounds_per_s"], rel=1e-2)
         assert data["ray_ppo"]["fps"] > 0 and data["ray_ppo"]["n_envs"] == 4 and by[("ppo-ray", 4)]["steps_per_s"] > 0

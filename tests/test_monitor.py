@@ -196,11 +196,12 @@ def test_live_view_prints_plain_lines_when_not_a_terminal(tmp_path: Path) -> Non
     assert "   2  20001 stepping" in render(sampler.status(sampler.latest, "completed"))  # type: ignore[arg-type]
 
 
-def test_envs_auto_packs_two_simulations_a_tab_only_on_a_small_machine() -> None:
+def test_envs_auto_packs_the_envs_into_one_tab_only_on_a_small_machine() -> None:
     tabs, sims, why = packed_layout(4, cores=2) or (0, 0, "")
-    assert (tabs, sims) == (2, 2) and "the same 4 PPO envs with half the messages" in why and "--envs 4" in why
+    assert (tabs, sims) == (1, 4) and "the same 4 PPO envs with one message a step" in why and "--envs 4" in why
+    assert packed_layout(3, cores=1)[:2] == (1, 3)  # type: ignore[index]
     assert packed_layout(4, cores=4) is None  # more cores: one simulation a tab
-    assert packed_layout(3, cores=2) is None and packed_layout(1, cores=1) is None  # cannot pack evenly
+    assert packed_layout(1, cores=1) is None  # one env: nothing to pack
 
 
 def test_envs_auto_and_the_memory_floor_say_why() -> None:
