@@ -28,6 +28,7 @@ AUTO_MAX_ENVS = 16
 # same envs with one message a step (lunarfleet bench: ppo_original_settings_one_tab).
 PACK_MAX_CORES = 2
 
+
 class NotEnoughMemory(RuntimeError):
     """Raised before a run opens a single tab when `memory_refusal` says they would not fit."""
 
@@ -76,7 +77,7 @@ def packed_layout(envs: int, cores: int | None = None) -> tuple[int, int, str] |
     machine, for `--envs auto` with the embedded page; None keeps one simulation a tab.
 
     Measured (`lunarfleet bench`, 2 cores, 4 PPO envs at the original settings, n_steps 2,048,
-    three runs): 1 tab x 4 simulations trained 18-34% faster than 2 tabs x 2, which beat 4 tabs x
+    four runs): 1 tab x 4 simulations trained 18-20% faster than 2 tabs x 2, which beat 4 tabs x
     1 (README, Throughput). A tab's simulations share one message a step; on two cores the
     trainer and one renderer keep both busy, and every further tab only adds messages and
     processes. The price: a tab that fails cuts all its simulations' episodes.
