@@ -126,7 +126,7 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: int, smoke: bool) -> None:
-    p.add_argument("--envs", type=_envs, default=envs, metavar="N", help=f"number of parallel tabs/environments (with --ray: tabs per host), or 'auto' to pick N from the cores and free memory and say why (default {envs})")
+    p.add_argument("--envs", type=_envs, default=envs, metavar="N", help=f"number of parallel tabs/environments (with --ray: tabs per host), or 'auto' to pick N from the cores and free memory and say why; on at most 2 cores with the embedded page, auto packs those envs into one tab as simulations, the fastest layout there (README: Throughput) (default {envs})")
     p.add_argument("--timesteps", type=_positive_int, default=timesteps, metavar="T", help=f"train until the model has T steps in total; a resumed model continues its count (default {timesteps:,})")
     p.add_argument("--timescale", type=_positive_float, default=2.0, metavar="X", help="simulated time per step = X/60 s (default 2.0, as the original app)")
     p.add_argument("--max-episode-steps", type=_positive_int, default=1000 if smoke else 10_000, metavar="M", help=f"maximum episode length (default {1000 if smoke else 10_000:,})")
