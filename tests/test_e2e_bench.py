@@ -110,5 +110,5 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
         calls = ray["empty_calls"]
         assert calls["rounds_per_s"] > 0 and calls["ms_per_round"] == pytest.approx(1e3 / calls["rounds_per_s"], rel=1e-2)
         assert calls["ray_cpu_ms_per_round"] > 0 and "Ray's own round" in result.stdout
-        assert ray["calls_share_of_step"] == pytest.approx(ray["steps_per_s"] / 4 / calls["rounds_per_s"], rel=1e-2)
+        assert ray["calls_share_of_step"] == pytest.approx(ray["steps_per_s"] / 4 / calls["rounds_per_s"], abs=2e-3)  # both rounded
         assert data["ray_ppo"]["fps"] > 0 and data["ray_ppo"]["n_envs"] == 4 and by[("ppo-ray", 4)]["steps_per_s"] > 0
