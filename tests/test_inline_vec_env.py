@@ -300,6 +300,13 @@ def test_episodes_end_with_terminal_observations_and_seeded_resets_repeat(ports,
         assert venv.get_attr("port") == [venv.ports[0]] * 3 + [venv.ports[1]] * 3
         venv.env_method("set_checkpoint_info", "lunar_rover_ppo_10_steps", 10)
         venv.env_method("set_stage", 2)
+        # The curriculum's open arena reaches every simulation of every tab: no obstacle in any
+        # observation (a missing one reads distance 1, radius 0), and the full field comes back.
+        venv.env_method("set_stage", 2, 0)
+        open_arena = venv.reset()
+        assert np.all(open_arena[:, 13:28:3] == 1) and np.all(open_arena[:, 15:28:3] == 0)
+        venv.env_method("set_stage", 2)
+        assert np.all(venv.reset()[:, 15:28:3] > 0)
 
 
 @pytest.mark.browser

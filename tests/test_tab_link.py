@@ -158,6 +158,9 @@ def test_seed_extension_gives_the_same_first_observation() -> None:
             kinds = [m["type"] for m in page.received]
             assert kinds.count("set_seed") == 2
             assert {"type": "set_stage", "stage": 3} in page.received
+            await link.send_stage(2, 4)  # the curriculum's thinner field, to a page that announced itself
+            await link.step(ACTION)  # a round trip behind it: the page has read it
+            assert {"type": "set_stage", "stage": 2, "obstacles": 4} in page.received
 
     run(main())
 

@@ -145,9 +145,10 @@ class TabEnv(gym.Env):
 
     set_checkpoint_info = send_checkpoint_info  # LunarFleet's trainer's name for it
 
-    def set_stage(self, stage: int) -> None:
-        """Reward stage of the embedded sim, from the next episode on (and for replacement tabs)."""
-        self._loop.run(self._link.send_stage(stage), timeout=5)
+    def set_stage(self, stage: int, obstacles: int | None = None) -> None:
+        """Reward stage (and the curriculum's obstacle count) of the embedded sim, from the next
+        episode on (and for replacement tabs)."""
+        self._loop.run(self._link.send_stage(stage, obstacles), timeout=5)
 
     def close(self) -> None:
         try:

@@ -72,6 +72,7 @@ class PageSettings:
     timescale: float = 2.0
     max_episode_steps: int = 10_000
     stage: int | None = None
+    obstacles: int | None = None  # the curriculum's obstacle count on the embedded page; None: the full field
     checkpoint_name: str | None = None
     checkpoint_steps: int = 0
     sims: int = 1  # simulations the page runs (URL parameter sims); > 1 means batched stepping
@@ -259,10 +260,15 @@ class TabLink:
         self.settings.checkpoint_name, self.settings.checkpoint_steps = name, steps
         await self._send_now(encode("checkpoint_info", checkpoint_name=name, checkpoint_steps=steps))
 
-    async def send_stage(self, stage: int) -> None:
-        self.settings.stage = stage
+    async def send_stage(self, stage: int, obstacles: int | None = None) -> None:
+        self.settings.stage, self.settings.obstacles = stage, obstacles
         if self._hello is not None:  # a LunarFleet extension: only to a page that announced it
-            await self._send_now(encode("set_stage", stage=stage))
+            await self._send_now(self._stage_message())
+
+    def _stage_message(self) -> str:
+        """`set_stage`, with the curriculum's obstacle count when there is one (none: the full field)."""
+        s = self.settings
+        return encode("set_stage", stage=s.stage) if s.obstacles is None else encode("set_stage", stage=s.stage, obstacles=s.obstacles)
 
     async def _send_now(self, text: str) -> None:
         """To the page connected now, if any; a page that connects later gets it with its settings."""
@@ -410,7 +416,7 @@ class TabLink:
             )
         if self._hello is not None:
             if s.stage is not None:
-                messages.append(encode("set_stage", stage=s.stage))
+                messages.append(self._stage_message())
             if self._pending_seed is not None:
                 messages.append(encode("set_seed", seed=self._pending_seed))
         return messages

@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from training import checkpoint_spaces, checkpoints
 from training.best_model import BestModel
-from training.curriculum import CurriculumCallback, stage_for
+from training.curriculum import FULL_FIELD, CurriculumCallback, Phase, stage_for
 from training.periodic_evaluation import EvalPlan, PeriodicEvaluation
 from training.step_round import TAB_WAITING
 from training.task_metrics import WINDOW, TaskTracker, ended_by_failure, task_score
@@ -285,12 +285,13 @@ def _periodic_save(
 def _curriculum(
     budgets: list[int], venv: VecEnv, model: PPO, say: Say, record: Callable[[dict[str, Any]], None]
 ) -> CurriculumCallback:
-    def set_stage(stage: int) -> None:
-        venv.env_method("set_stage", stage)
-        say(f"[Train] Curriculum: stage {stage} from step {model.num_timesteps:,}")
-        record({"event": "stage", "stage": stage, "steps": model.num_timesteps})
+    def set_phase(phase: Phase) -> None:
+        venv.env_method("set_stage", phase.stage, phase.obstacles)
+        field = "" if phase.obstacles == FULL_FIELD else f" (embedded page: {phase.obstacles} of {FULL_FIELD} obstacles)"
+        say(f"[Train] Curriculum: stage {phase.stage}{field} from step {model.num_timesteps:,}")
+        record({"event": "stage", "stage": phase.stage, "obstacles": phase.obstacles, "steps": model.num_timesteps})
 
-    return CurriculumCallback(budgets, set_stage)
+    return CurriculumCallback(budgets, set_phase)
 
 
 def _learn(model: PPO, settings: TrainSettings, result: TrainResult, callbacks: list[BaseCallback], stats: RunStats) -> None:

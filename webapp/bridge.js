@@ -147,7 +147,7 @@ function statusText() {
   const sim = session.sims[0];
   lines.push(`Steps answered: ${session.stepsAnswered}`);
   lines.push(
-    `Stage ${sim.stage}, seed ${sim.seed}, timescale ${sim.timescale}, max steps ${sim.maxSteps}, ` +
+    `Stage ${sim.stage}, ${sim.obstacleCount} obstacles, seed ${sim.seed}, timescale ${sim.timescale}, max steps ${sim.maxSteps}, ` +
       `${session.size} sim${session.size > 1 ? 's' : ''}, ${params.realtime ? 'realtime (60 Hz)' : 'lock-step'}`,
   );
   return lines.join('\n');

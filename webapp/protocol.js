@@ -2,7 +2,7 @@
 // socket: handle() takes one parsed message and returns the reply object (or null). The
 // bridge owns the socket; this stays testable under Node.
 
-import { ACTION_SIZE, OBSERVATION_SIZE, RoverSim, simSeed } from './sim/core.js';
+import { ACTION_SIZE, OBSERVATION_SIZE, OBSTACLE_COUNT, RoverSim, simSeed } from './sim/core.js';
 
 export const PROTOCOL_VERSION = 1;
 const OBSERVATION_DECIMALS = 1e6; // 6 decimals: float32 precision, half the JSON of full doubles
@@ -77,7 +77,11 @@ export class SimSession {
         for (const sim of this.sims) sim.setMaxSteps(message.max_episode_steps);
         return null;
       case 'set_stage':
-        for (const sim of this.sims) sim.setStage(message.stage);
+        // `obstacles` is this page's own field (the curriculum's thinner obstacle fields);
+        // without it, the full field of the spec's world.
+        for (const sim of this.sims) {
+          if (sim.setStage(message.stage)) sim.setObstacles(message.obstacles ?? OBSTACLE_COUNT);
+        }
         return null;
       case 'set_seed':
         if (!Number.isFinite(message.seed)) return null; // a missing seed must not become 0

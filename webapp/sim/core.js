@@ -10,6 +10,7 @@ import {
   CONSTRUCTION_CENTRE_X,
   CONSTRUCTION_CENTRE_Y,
   GRAB_ZONE,
+  OBSTACLE_COUNT,
   ORB_COUNT,
   ORB_DEPOSITED,
   ORB_HELD,
@@ -82,11 +83,19 @@ function relativeAngle(dx, dy, heading) {
 
 export class RoverSim {
   /**
-   * @param {{seed?: number, stage?: number, maxSteps?: number, timescale?: number}} options
+   * @param {{seed?: number, stage?: number, obstacles?: number, maxSteps?: number, timescale?: number}} options
    * Call reset() before the first step().
    */
-  constructor({ seed = 0, stage = 1, maxSteps = DEFAULT_MAX_STEPS, timescale = DEFAULT_TIMESCALE } = {}) {
+  constructor({
+    seed = 0,
+    stage = 1,
+    obstacles = OBSTACLE_COUNT,
+    maxSteps = DEFAULT_MAX_STEPS,
+    timescale = DEFAULT_TIMESCALE,
+  } = {}) {
     this.seed = toSeed32(seed);
+    this.obstacleCount = OBSTACLE_COUNT;
+    this.setObstacles(obstacles);
     this.episodeIndex = 0; // index k of the next episode; its seed is episodeSeed(seed, k)
     this.stage = parseStage(stage) ?? 1;
     this.weights = STAGES[this.stage];
@@ -131,6 +140,17 @@ export class RoverSim {
     return true;
   }
 
+  /**
+   * How many obstacles the next episodes place (0 to OBSTACLE_COUNT, the world of the spec);
+   * effective at the next reset(). The curriculum's thinner fields, for this page only.
+   */
+  setObstacles(count) {
+    const n = Number(count);
+    if (!Number.isInteger(n) || n < 0 || n > OBSTACLE_COUNT) return false;
+    this.obstacleCount = n;
+    return true;
+  }
+
   /** New seed; episode numbering restarts, effective at the next reset(). */
   setSeed(seed) {
     this.seed = toSeed32(seed);
@@ -156,7 +176,7 @@ export class RoverSim {
     const st = this.state;
     st.episodeSeed = episodeSeed(this.seed, this.episodeIndex);
     this.episodeIndex++;
-    generateLayout(mulberry32(st.episodeSeed), st);
+    generateLayout(mulberry32(st.episodeSeed), st, this.obstacleCount);
     st.heldCount = 0;
     st.stepCount = 0;
     st.totalReward = 0;

@@ -102,11 +102,11 @@ function distanceToRect(zone, x, y) {
  * start zone to the berm. Rejection sampling; a dead end or a blocked layout restarts the
  * whole placement (still deterministic for the rng).
  */
-function placeObstacles(rng, obstacles) {
+function placeObstacles(rng, obstacles, count) {
   for (;;) {
     let placed = 0;
     let tries = 0;
-    while (placed < OBSTACLE_COUNT && tries < 5000) {
+    while (placed < count && tries < 5000) {
       tries++;
       const crater = placed >= ROCK_COUNT;
       const [rMin, rMax] = crater ? CRATER_RADIUS : ROCK_RADIUS;
@@ -131,7 +131,7 @@ function placeObstacles(rng, obstacles) {
       placed++;
     }
     obstacles.count = placed;
-    if (placed === OBSTACLE_COUNT && hasClearPath(obstacles)) return;
+    if (placed === count && hasClearPath(obstacles)) return;
   }
 }
 
@@ -255,9 +255,13 @@ export function createLayout() {
   };
 }
 
-/** Fills a layout for one episode from its rng. Order is fixed: obstacles, orbs, rover. */
-export function generateLayout(rng, layout) {
-  placeObstacles(rng, layout.obstacles);
+/**
+ * Fills a layout for one episode from its rng. Order is fixed: obstacles, orbs, rover.
+ * `obstacleCount` below OBSTACLE_COUNT places the first ones of the usual order (rocks, then
+ * craters): the curriculum's thinner fields (docs/rover-sim.md, change 8).
+ */
+export function generateLayout(rng, layout, obstacleCount = OBSTACLE_COUNT) {
+  placeObstacles(rng, layout.obstacles, obstacleCount);
   placeOrbs(rng, layout.orbs);
   placeRover(rng, layout.rover);
 }

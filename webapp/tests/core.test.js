@@ -564,6 +564,29 @@ test('every layout is valid: obstacles spaced in the obstacle zone leaving a way
   }
 });
 
+test('a thinner field places the first obstacles of the usual order, spaced, with a way through', () => {
+  for (const count of [0, 4, 8]) {
+    for (let seed = 0; seed < 50; seed++) {
+      const sim = new RoverSim({ seed, obstacles: count });
+      sim.reset();
+      const ob = sim.state.obstacles;
+      assert.equal(ob.count, count);
+      assert.equal([...ob.kind.subarray(0, count)].filter((k) => k === OBSTACLE_KIND_ROCK).length, Math.min(count, 7));
+      for (let i = 0; i < count; i++) {
+        assert.ok(ob.x[i] - ob.r[i] >= 2.5 && !inConstruction(ob.x[i], ob.y[i]));
+        for (let j = 0; j < i; j++) assert.ok(Math.hypot(ob.x[i] - ob.x[j], ob.y[i] - ob.y[j]) >= OBSTACLE_SPACING);
+      }
+      assert.ok(hasClearPath(ob));
+    }
+  }
+  const sim = new RoverSim({ seed: 3 });
+  assert.equal(sim.setObstacles(12), false, 'more than the spec world holds');
+  assert.equal(sim.setObstacles(2.5), false);
+  assert.equal(sim.setObstacles(4), true);
+  sim.reset();
+  assert.equal(sim.state.obstacles.count, 4, 'effective at the next reset');
+});
+
 test('malformed actions are treated as zeros, and step before reset throws', () => {
   const sim = new RoverSim();
   assert.throws(() => sim.step([0, 0, 0]));

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimSession } from '../protocol.js';
-import { RoverSim } from '../sim/core.js';
+import { OBSTACLE_COUNT, RoverSim } from '../sim/core.js';
 
 const INFO_KEYS = [
   'episode_length',
@@ -90,6 +90,23 @@ test('settings messages change every simulation and produce no reply', () => {
   session.handle({ type: 'set_timescale', timescale: 'fast' });
   assert.equal(session.sims[0].stage, 3);
   assert.equal(session.sims[0].timescale, 4);
+});
+
+test('set_stage carries the curriculum obstacle count; without it, the full field', () => {
+  const session = new SimSession({ sims: 2 });
+  const counts = () => {
+    session.resetAll();
+    return session.sims.map((sim) => sim.state.obstacles.count);
+  };
+  assert.deepEqual(counts(), [OBSTACLE_COUNT, OBSTACLE_COUNT]);
+  session.handle({ type: 'set_stage', stage: 2, obstacles: 4 });
+  assert.deepEqual(counts(), [4, 4]);
+  session.handle({ type: 'set_stage', stage: 2, obstacles: 0 });
+  assert.deepEqual(counts(), [0, 0]);
+  session.handle({ type: 'set_stage', stage: 3, obstacles: 99 }); // out of range: the count stays
+  assert.deepEqual(counts(), [0, 0]);
+  session.handle({ type: 'set_stage', stage: 3 });
+  assert.deepEqual(counts(), [OBSTACLE_COUNT, OBSTACLE_COUNT]);
 });
 
 test('set_seed takes effect at the next reset, per simulation', () => {

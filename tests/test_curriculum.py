@@ -1,0 +1,32 @@
+"""The curriculum's phases: the stage, and the embedded page's obstacle count, from a step count."""
+
+from __future__ import annotations
+
+from training.curriculum import FULL_FIELD, OBSTACLE_RAMP, ORIGINAL_BUDGETS, Phase, phase_for, stage_for
+
+
+def test_the_original_budgets_give_the_stages_of_the_original_guide() -> None:
+    assert [stage_for(s) for s in (0, 199_999, 200_000, 499_999, 500_000, 999_999, 1_000_000, 5_000_000)] == [
+        1, 1, 2, 2, 3, 3, 4, 4,
+    ]
+
+
+def test_the_obstacle_field_rises_in_even_parts_of_stages_1_and_2_and_is_full_after() -> None:
+    assert OBSTACLE_RAMP[1][0] == 0 and OBSTACLE_RAMP[2][-1] == FULL_FIELD
+    assert phase_for(0) == Phase(1, 0)
+    assert phase_for(99_999) == Phase(1, 0)
+    assert phase_for(100_000) == Phase(1, 4)
+    assert phase_for(200_000) == Phase(2, 4)
+    assert phase_for(300_000) == Phase(2, 8)
+    assert phase_for(400_000) == Phase(2, FULL_FIELD)
+    assert phase_for(499_999) == Phase(2, FULL_FIELD)
+    assert phase_for(500_000) == Phase(3, FULL_FIELD)
+    assert phase_for(2_000_000) == Phase(4, FULL_FIELD)
+
+
+def test_custom_budgets_split_the_same_way_even_when_tiny() -> None:
+    budgets = [2, 3, 1]
+    assert [phase_for(s, budgets) for s in range(7)] == [
+        Phase(1, 0), Phase(1, 4), Phase(2, 4), Phase(2, 8), Phase(2, FULL_FIELD), Phase(3, FULL_FIELD), Phase(4, FULL_FIELD),
+    ]
+    assert sum(ORIGINAL_BUDGETS) == 1_000_000
