@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from training.curriculum_plan import describe_phase
+
 
 def say(text: str, stream: TextIO | None = None) -> None:
     print(text, file=stream or sys.stdout, flush=True)
@@ -77,8 +79,8 @@ def _describe(kind: str, f: dict[str, Any], tab: str) -> str | None:
         return f"[{kind.capitalize()}] {f.get('message')}"
     if kind == "worker_respawned":
         return f"[Train] ↻ env worker {f.get('env', 0) + 1} restarted: {f.get('cause')}"
-    if kind == "stage":  # the trainer says it itself; worded here for the dashboard's event stream
-        return f"[Train] Curriculum: stage {f.get('stage')} from step {f.get('steps', 0):,}"
+    if kind == "stage":  # the trainer says the same line itself (one wording: describe_phase)
+        return describe_phase(f.get("stage", 0), f.get("obstacles"), f.get("steps", 0))
     if kind == "checkpoint":
         return f"[Train] Saved checkpoint {f.get('path')} ({f.get('steps', 0):,} steps)"
     if kind == "refused":

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from training.curriculum import FULL_FIELD, OBSTACLE_RAMP, ORIGINAL_BUDGETS, Phase, phase_for, stage_for
+from training.curriculum_plan import (
+    FULL_FIELD,
+    OBSTACLE_RAMP,
+    ORIGINAL_BUDGETS,
+    Phase,
+    describe_phase,
+    phase_for,
+    stage_for,
+)
 
 
 def test_the_original_budgets_give_the_stages_of_the_original_guide() -> None:
@@ -30,3 +38,12 @@ def test_custom_budgets_split_the_same_way_even_when_tiny() -> None:
         Phase(1, 0), Phase(1, 4), Phase(2, 4), Phase(2, 8), Phase(2, FULL_FIELD), Phase(3, FULL_FIELD), Phase(4, FULL_FIELD),
     ]
     assert sum(ORIGINAL_BUDGETS) == 1_000_000
+
+
+def test_the_console_and_the_event_stream_word_a_phase_the_same_way() -> None:
+    from orchestrator.events import describe
+
+    assert describe_phase(2, 4, 250_000) == "[Train] Curriculum: stage 2 (embedded page: 4 of 11 obstacles) from step 250,000"
+    assert describe_phase(3, FULL_FIELD, 500_000) == "[Train] Curriculum: stage 3 from step 500,000"
+    assert describe("stage", {"stage": 2, "obstacles": 4, "steps": 250_000}) == describe_phase(2, 4, 250_000)
+    assert describe("stage", {"stage": 3, "steps": 7}) == "[Train] Curriculum: stage 3 from step 7"  # an older run's event

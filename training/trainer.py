@@ -23,7 +23,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from training import checkpoint_spaces, checkpoints
 from training.best_model import BestModel
-from training.curriculum import FULL_FIELD, CurriculumCallback, Phase, stage_for
+from training.curriculum import CurriculumCallback
+from training.curriculum_plan import Phase, describe_phase, stage_for
 from training.periodic_evaluation import EvalPlan, PeriodicEvaluation
 from training.step_round import TAB_WAITING
 from training.task_metrics import WINDOW, TaskTracker, ended_by_failure, task_score
@@ -287,8 +288,7 @@ def _curriculum(
 ) -> CurriculumCallback:
     def set_phase(phase: Phase) -> None:
         venv.env_method("set_stage", phase.stage, phase.obstacles)
-        field = "" if phase.obstacles == FULL_FIELD else f" (embedded page: {phase.obstacles} of {FULL_FIELD} obstacles)"
-        say(f"[Train] Curriculum: stage {phase.stage}{field} from step {model.num_timesteps:,}")
+        say(describe_phase(phase.stage, phase.obstacles, model.num_timesteps))
         record({"event": "stage", "stage": phase.stage, "obstacles": phase.obstacles, "steps": model.num_timesteps})
 
     return CurriculumCallback(budgets, set_phase)
