@@ -93,11 +93,12 @@ const STAGE_TABLE = {
     orbProgressScale: 0,
     grab: 0.15,
     emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
-    enterConstructionHolding: 1,
-    depositConstruction: 10,
-    depositBerm: 20,
-    dropOutsideMin: -1.5,
-    dropOutsideMax: -5,
+    enterConstructionHolding: 3,
+    // A delivery must outweigh the collision it risks on the way (docs/rover-sim.md, change 9).
+    depositConstruction: 30,
+    depositBerm: 40,
+    dropOutsideMin: -1,
+    dropOutsideMax: -3,
   },
 };
 
