@@ -230,6 +230,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     _check_url(cfg)
     if args.command == "evaluate":
         cfg.load, cfg.eval_episodes, cfg.against_random = args.model, args.episodes, args.against_random
+        cfg.deterministic = not args.stochastic
         if cfg.load is not None and not cfg.load.exists():
             raise SystemExit(f"lunarfleet: no checkpoint at {cfg.load}")
         _video_config(cfg, args)

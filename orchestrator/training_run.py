@@ -256,7 +256,8 @@ def _chaos_verdict(chaos: ChaosMonkey, result: TrainResult, summary: RunSummary,
 def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
     assert run.venv is not None and run.fleet is not None
     policy = str(cfg.load) if cfg.load else "random actions"
-    say(f"Evaluating {policy} over {cfg.eval_episodes} episodes on {cfg.envs} tabs (stage {cfg.stage})")
+    actions = "" if cfg.deterministic or not cfg.load else ", actions sampled from the policy"
+    say(f"Evaluating {policy} over {cfg.eval_episodes} episodes on {cfg.envs} tabs (stage {cfg.stage}{actions})")
     recorder = CanvasRecorder(run.fleet, cfg.video, cfg.timescale, cfg.video_episodes, say) if cfg.video else None
     if recorder is not None:
         recorder.start()
@@ -266,7 +267,7 @@ def _evaluate_job(cfg: RunConfig, run: RunPieces, summary: RunSummary) -> None:
                                                against_random=cfg.against_random, length_limit=cfg.max_episode_steps,
                                                on_step=recorder.on_step if recorder else None,
                                                after_policy=recorder.stop if recorder else None,
-                                               stage=cfg.stage if cfg.embedded else None)
+                                               stage=cfg.stage if cfg.embedded else None, deterministic=cfg.deterministic)
     finally:
         video = recorder.finish() if recorder is not None else None  # the file is closed whatever happened
     if video is not None:

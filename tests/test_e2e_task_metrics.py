@@ -63,10 +63,12 @@ def test_training_logs_task_scalars_and_status_report_and_summary_carry_them(tmp
 
     evaluated = tmp_path / "eval.json"
     checkpoint = models / "lunar_rover_ppo_1024_steps.zip"
-    scored = run_cli(["evaluate", str(checkpoint), "--against-random", "--episodes", "4", "--envs", "2",
+    scored = run_cli(["evaluate", str(checkpoint), "--against-random", "--stochastic", "--episodes", "4", "--envs", "2",
                       "--max-episode-steps", "100", "--json", str(evaluated), *_common(ports, tmp_path)], cwd=tmp_path)
     assert scored.returncode == 0, scored.stdout + scored.stderr
+    assert "actions sampled from the policy" in scored.stdout
     evaluation = json.loads(evaluated.read_text())["evaluation"]
+    assert evaluation["actions"] == "sampled"
     assert evaluation["policy"] == str(checkpoint) and set(evaluation["task"]) == TASK_KEYS
     assert evaluation["against_random"]["policy"] == "random" and set(evaluation["against_random"]["task"]) == TASK_KEYS
     assert evaluation["against_random"]["episodes"] == evaluation["episodes"] == 4

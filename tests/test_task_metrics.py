@@ -294,6 +294,22 @@ def test_evaluate_scores_task_metrics_spread_over_the_envs_and_skips_frozen_step
     assert table[0].split() == ["random", "random"] and any(line.startswith("collected an orb") for line in table)
 
 
+def test_evaluate_takes_the_mean_action_unless_asked_to_sample_it() -> None:
+    """`evaluate --stochastic` reaches the policy's predict, and the JSON says which actions were scored."""
+    asked: list[bool] = []
+
+    class Policy:
+        def predict(self, observation: np.ndarray, *, deterministic: bool = True) -> tuple[np.ndarray, None]:
+            asked.append(deterministic)
+            return np.zeros((len(observation), 3), dtype=np.float32), None
+
+    for deterministic in (True, False):
+        asked.clear()
+        report = evaluation_report(_FakeVecEnv(), Policy(), 4, say=lambda _: None, deterministic=deterministic)  # type: ignore[arg-type]
+        assert asked and set(asked) == {deterministic}
+        assert report["actions"] == ("deterministic" if deterministic else "sampled")
+
+
 @pytest.mark.parametrize("model_drives", [False, True], ids=["crashes at once", "drives"])
 def test_evaluate_against_random_warns_about_a_model_that_crashes_at_once_and_not_one_that_drives(
     monkeypatch: pytest.MonkeyPatch, model_drives: bool

@@ -110,15 +110,17 @@ def evaluation_report(
     on_step: StepHook | None = None,
     after_policy: Callable[[], None] | None = None,
     stage: int | None = None,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """What `lunarfleet evaluate` prints, and writes as the JSON's `evaluation` field: the policy's
     result, random actions' on the same tabs (`against_random`), and the reward-gaming verdict.
     `on_step` follows the policy's episodes, and `after_policy` is called when they are done (before
     random actions' episodes: a video of the policy stops there). With `against_random`
     and the `stage`, it also says whether the model does that stage's task better than random actions
-    (`compare_with_random`: by task metrics, never by reward)."""
+    (`compare_with_random`: by task metrics, never by reward). `deterministic` False samples the
+    policy's actions as training does (rl-zoo3's `enjoy --stochastic`)."""
     try:
-        result = evaluate(venv, model_path, episodes, seed=seed, on_step=on_step)
+        result = evaluate(venv, model_path, episodes, deterministic=deterministic, seed=seed, on_step=on_step)
     finally:
         if after_policy is not None:
             after_policy()
@@ -143,6 +145,7 @@ def evaluation_report(
         say(f"[Evaluate] {'✓' if comparison.better else '!'} {comparison.sentence()}")
     return {
         **result.to_json(),
+        "actions": "deterministic" if deterministic else "sampled",
         "against_random": baseline.to_json() if baseline else None,
         "reward_gaming": verdict.to_json() if verdict else None,
         "task_vs_random": comparison.to_json() if comparison else None,
