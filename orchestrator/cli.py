@@ -321,6 +321,7 @@ def _train_config(cfg: RunConfig, args: argparse.Namespace) -> None:
     cfg.auto_load = not args.no_auto_load
     cfg.adapt_spaces = args.adapt_spaces
     cfg.eval_freq, cfg.eval_episodes = args.eval_freq, args.eval_episodes
+    cfg.deterministic = not args.eval_stochastic
     if cfg.eval_freq:
         cfg.eval_max_episode_steps = args.eval_max_episode_steps or eval_episode_cap(
             cfg.eval_freq, cfg.eval_episodes, cfg.max_episode_steps)

@@ -71,7 +71,7 @@ class RunConfig:
     eval_freq: int = 0  # train: evaluate every this many steps on an extra tab (0: never)
     eval_max_episode_steps: int = 0  # train: the evaluation episodes' limit (0: eval_episode_cap)
     against_random: bool = False  # evaluate: score random actions too, on the same tabs
-    deterministic: bool = True  # evaluate: the policy's mean action (False: sampled, --stochastic)
+    deterministic: bool = True  # evaluate, train's evaluations: the policy's mean action (False: sampled, --stochastic, --eval-stochastic)
     video: Path | None = None  # evaluate: record tab 1's episodes into this file (orchestrator/video.py)
     video_episodes: int = 2
     recycle_steps: int = 0

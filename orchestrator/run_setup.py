@@ -262,7 +262,7 @@ def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, ev
     if cfg.evaluates and run.fleet is not None:
         ports = run.fleet.ports
         say(f"[Setup] Evaluation tab: tab {len(ports)} (port {ports[-1]}), every {cfg.eval_freq:,} steps "
-            f"{cfg.eval_episodes} deterministic episodes of at most {cfg.eval_max_episode_steps:,} steps")
+            f"{cfg.eval_episodes} {'deterministic' if cfg.deterministic else 'sampled'} episodes of at most {cfg.eval_max_episode_steps:,} steps")
         open_eval_env(run, cfg, settings, ports[-1])
     connect_tabs(run, cfg)
 

@@ -209,7 +209,8 @@ def _train_settings(cfg: RunConfig) -> TrainSettings:
         torch_threads=trainer_threads(envs=cfg.envs),
         max_episode_steps=cfg.max_episode_steps,
         stage=cfg.stage,
-        evaluation=EvalPlan(cfg.eval_freq, cfg.eval_episodes, cfg.eval_max_episode_steps, cfg.seed + EVAL_SEED_OFFSET)
+        evaluation=EvalPlan(cfg.eval_freq, cfg.eval_episodes, cfg.eval_max_episode_steps, cfg.seed + EVAL_SEED_OFFSET,
+                            deterministic=cfg.deterministic)
         if cfg.evaluates else None,
     )
 

@@ -50,15 +50,18 @@ def test_training_evaluates_on_its_own_tab_and_keeps_the_best_by_task_score(tmp_
     assert best["steps"] == kept["steps"] and best["score"]["values"] == kept["score"]["values"]
     assert (models / "lunar_rover_ppo_best.zip").exists()
 
-    # Resumed, with the score file gone (an older LunarFleet's best): scored again, then compared.
+    # Resumed, with the score file gone (an older LunarFleet's best), now with sampled actions:
+    # the old best is scored again the new way, then compared.
     (models / "lunar_rover_ppo_best.json").unlink()
-    second = run_cli([*args, "--timesteps", "3072"], cwd=tmp_path)
+    second = run_cli([*args, "--timesteps", "3072", "--eval-stochastic"], cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
+    assert "2 sampled episodes of at most 51 steps" in second.stdout and "[Eval] 3,072 steps, stage 1: 2 sampled episodes" in second.stdout
     assert "its task score is unknown here" in second.stdout and "scoring it on the same episodes" in second.stdout
     resumed = _events(sorted((tmp_path / "runs").iterdir())[-1], "evaluation")
     assert [e["steps"] for e in resumed] == [3072] and resumed[0]["rescored_best"]["stage"] == 1
     assert resumed[0]["best_reason"] in ("better", "not better")
-    assert json.loads((models / "lunar_rover_ppo_best.json").read_text())["score"]["stage"] == 1
+    resumed_best = json.loads((models / "lunar_rover_ppo_best.json").read_text())
+    assert resumed_best["score"]["stage"] == 1 and resumed_best["basis"].startswith("evaluation: 2 sampled episodes")
 
 
 def test_evaluate_video_writes_a_playable_file_of_distinct_frames_at_the_real_frame_rate(tmp_path: Path, ports, no_leftovers) -> None:

@@ -141,11 +141,12 @@ class _Policy:
     def __init__(self, forward: bool) -> None:
         self.forward = forward
         self.num_timesteps = 0
+        self.asked: set[bool] = set()  # the deterministic flags predict was called with
         self.logged: dict[str, float] = {}
         self.logger = SimpleNamespace(record=lambda k, v, exclude=None: self.logged.__setitem__(k, v), dump=lambda step: None)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
-        assert deterministic
+        self.asked.add(deterministic)
         return np.array([[1.0 if self.forward else 0.0, 1.0, 0.0]], dtype=np.float32), None
 
 
@@ -171,6 +172,7 @@ def test_periodic_evaluation_scores_the_task_on_the_same_episodes_and_keeps_the_
     assert first["task"]["collided"] == 1.0 and first["task"]["episodes"] == 3 and first["stage"] == 1
     assert crasher.logged["eval/collided"] == 1.0 and crasher.logged["eval/mean_length"] == 5 and crasher.logged["eval/stage"] == 1
     assert any(s.startswith("[Eval] 1,024 steps, stage 1: 3 deterministic episodes") for s in said)
+    assert crasher.asked == {True}
 
     crasher.num_timesteps = 1536
     callback._on_step()
@@ -192,6 +194,19 @@ def test_periodic_evaluation_scores_the_task_on_the_same_episodes_and_keeps_the_
     assert tab.stages == [1, 2] and tab.seeds == [7] * 4, "the same episodes every time"
     assert events[-1]["best"] and events[-1]["best_reason"] == "new stage" and events[-1]["stage"] == 2
     assert len(saved) == 3
+
+
+def test_sampled_evaluations_sample_the_policy_and_say_so(tmp_path: Path) -> None:
+    tab, said, events = _EvalTab(), [], []
+    plan = EvalPlan(freq=1000, episodes=2, max_episode_steps=LIMIT, deterministic=False)
+    assert plan.basis.startswith("evaluation: 2 sampled episodes"), "a sampled score never compares with a deterministic one"
+    assert plan.basis != EvalPlan(freq=1000, episodes=2, max_episode_steps=LIMIT).basis
+    callback = PeriodicEvaluation(tab, plan, lambda steps: 1, BestModel(tmp_path, plan.basis), _saver([]),
+                                  said.append, events.append)  # type: ignore[arg-type]
+    policy = _Policy(forward=False)
+    _run(callback, policy, 1000, step=1000)
+    assert policy.asked == {False} and events[-1]["event"] == "evaluation"
+    assert any(s.startswith("[Eval] 1,000 steps, stage 1: 2 sampled episodes") for s in said)
 
 
 def test_a_resumed_run_scores_an_unknown_best_model_before_replacing_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Evaluation during training (`--eval-freq`): the current policy, deterministic, on its own tab.
+"""Evaluation during training (`--eval-freq`): the current policy, deterministic (or sampled, with
+`--eval-stochastic`), on its own tab.
 
 Shaped like SB3's `EvalCallback`, with four differences. It counts total steps, not vec steps
 (SB3's `eval_freq` is per env, so it evaluates n_envs times less often than one would think).
@@ -36,11 +37,16 @@ class EvalPlan:
     episodes: int
     max_episode_steps: int  # the evaluation episodes' own limit, which bounds an evaluation's cost
     seed: int = 0  # the evaluation episodes' seed, the same every time
+    deterministic: bool = True  # the policy's mean action; False: sampled, as training acts (--eval-stochastic)
+
+    @property
+    def actions(self) -> str:
+        return "deterministic" if self.deterministic else "sampled"
 
     @property
     def basis(self) -> str:
         """What a score of this plan was measured on (`BestModel`): only scores on one basis compare."""
-        return (f"evaluation: {self.episodes} deterministic episodes of at most {self.max_episode_steps:,} steps, "
+        return (f"evaluation: {self.episodes} {self.actions} episodes of at most {self.max_episode_steps:,} steps, "
                 f"seed {self.seed}")
 
 
@@ -96,7 +102,7 @@ class PeriodicEvaluation(BaseCallback):
         if score is None:  # cannot happen with episodes >= 1, unless every episode was cut by a tab failure
             self.say(f"[Eval] {steps:,} steps: no episode finished on the evaluation tab; best model unchanged")
             return
-        self.say(f"[Eval] {steps:,} steps, stage {stage}: {result.episodes} deterministic episodes "
+        self.say(f"[Eval] {steps:,} steps, stage {stage}: {result.episodes} {self.plan.actions} episodes "
                  f"({result.steps:,} steps, {seconds:.1f} s): {summary.short()} · mean reward {result.mean_reward:,.1f}")
         rescored = self._rescore_unknown_best(stage)
         offer = self.best.offer(score, steps, self.save)
@@ -116,7 +122,7 @@ class PeriodicEvaluation(BaseCallback):
             self.venv.env_method("set_stage", stage)
             self._stage = stage
         self.venv.seed(self.plan.seed)
-        return evaluate(self.venv, policy, self.plan.episodes, deterministic=True, seed=self.plan.seed)
+        return evaluate(self.venv, policy, self.plan.episodes, deterministic=self.plan.deterministic, seed=self.plan.seed)
 
     def _rescore_unknown_best(self, stage: int) -> TaskScore | None:
         """A best model from before this run whose score is unknown: score it now, on the same
