@@ -50,13 +50,13 @@ def write(path: Path, data: bytes, mtime: float | None = None) -> Path:
     return path
 
 
-def settings(models_dir: Path, load: Path | None = None, auto_load: bool = True) -> TrainSettings:
+def settings(models_dir: Path, load: Path | None = None, auto_load: bool = True, **ppo: float) -> TrainSettings:
     return TrainSettings(
         total_timesteps=1000,
         models_dir=models_dir,
         load=load,
         auto_load=auto_load,
-        ppo=PPOSettings(n_steps=16, batch_size=16, n_epochs=1),
+        ppo=PPOSettings(**{"n_steps": 16, "batch_size": 16, "n_epochs": 1, "ent_coef": 0.0, **ppo}),  # tiny_ppo's
     )
 
 
@@ -229,6 +229,22 @@ def test_explicit_load_of_a_good_file(venv: DummyVecEnv, tmp_path: Path, good_by
     write(checkpoints.steps_path(tmp_path, 999), good_bytes, mtime=9_000_000)  # newer, but not asked for
     model, loaded_from = load_or_create(settings(tmp_path, load=explicit), venv, Said())
     assert loaded_from == explicit and model.num_timesteps == 100
+
+
+def test_a_resumed_model_trains_with_the_command_lines_ppo_settings_and_says_which_changed(
+    venv: DummyVecEnv, tmp_path: Path, good_bytes: bytes
+) -> None:
+    write(checkpoints.steps_path(tmp_path, 100), good_bytes)  # n_steps 16, batch 16, ent_coef 0
+    said = Said()
+    model, _ = load_or_create(settings(tmp_path, n_steps=32, ent_coef=0.005), venv, said)
+    assert (model.n_steps, model.batch_size, model.ent_coef) == (32, 16, 0.005)
+    assert model.rollout_buffer.buffer_size == 32, "the rollout buffer is made for the new n_steps"
+    assert said.lines == [
+        "[Setup] lunar_rover_ppo_100_steps.zip trained with n_steps 16; training goes on with 32 (--n-steps)",
+        "[Setup] lunar_rover_ppo_100_steps.zip trained with ent_coef 0; training goes on with 0.005 (--ent-coef)",
+    ]
+    model.learn(32, reset_num_timesteps=False)  # a rollout of the new size, and an update with it
+    assert model.num_timesteps == 132
 
 
 @pytest.mark.parametrize("kind", ["truncated", "text", "no policy", "missing"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -40,10 +41,14 @@ class SpaceMismatch:
         return "\n".join([head, *(f"  - {line}" for line in self.lines), tail])
 
 
-def saved_spaces(path: Path) -> tuple[gym.Space, gym.Space]:
-    """Only the checkpoint's "data" part (as SB3 reads it), not its weights: `PPO.load` reads those next."""
+def saved_data(path: Path) -> dict[str, Any]:
+    """Only the checkpoint's "data" part (as SB3 reads it: spaces, hyperparameters), not its weights."""
     with zipfile.ZipFile(path) as archive:
-        data = json_to_data(archive.read("data").decode())
+        return json_to_data(archive.read("data").decode()) or {}
+
+
+def saved_spaces(path: Path, data: dict[str, Any] | None = None) -> tuple[gym.Space, gym.Space]:
+    data = saved_data(path) if data is None else data
     if not data or "observation_space" not in data or "action_space" not in data:
         raise ValueError("it holds no observation or action space (not an SB3 model?)")
     return data["observation_space"], data["action_space"]

@@ -49,6 +49,11 @@ class PPOSettings:
     max_grad_norm: float = 0.5
 
 
+# The PPO settings a command line gives: they train a resumed model too, as rl-zoo3 applies its
+# hyperparameters to an agent it trains on (SB3's load alone keeps the checkpoint's, ignoring the flags).
+RUN_PPO_SETTINGS = {"n_steps": "--n-steps", "batch_size": "--batch-size", "ent_coef": "--ent-coef"}
+
+
 @dataclass
 class TrainSettings:
     total_timesteps: int
@@ -144,7 +149,8 @@ def new_ppo(venv: VecEnv, p: PPOSettings, seed: int | None = None, tensorboard_l
 
 
 def _load(path: Path, venv: VecEnv, settings: TrainSettings, say: Say) -> PPO:
-    mismatch = checkpoint_spaces.compare(*checkpoint_spaces.saved_spaces(path), venv.observation_space, venv.action_space)
+    data = checkpoint_spaces.saved_data(path)
+    mismatch = checkpoint_spaces.compare(*checkpoint_spaces.saved_spaces(path, data), venv.observation_space, venv.action_space)
     custom_objects = None
     if mismatch is not None:
         if not (mismatch.adaptable and settings.adapt_spaces):
@@ -153,7 +159,11 @@ def _load(path: Path, venv: VecEnv, settings: TrainSettings, say: Say) -> PPO:
         for line in mismatch.lines:
             say(f"[Setup]   - {line}")
         custom_objects = {"observation_space": venv.observation_space, "action_space": venv.action_space}
-    model = PPO.load(path, env=venv, device="cpu", custom_objects=custom_objects)
+    ours = {name: getattr(settings.ppo, name) for name in RUN_PPO_SETTINGS}
+    for name, value in ours.items():
+        if name in data and data[name] != value:
+            say(f"[Setup] {path.name} trained with {name} {data[name]:g}; training goes on with {value:g} ({RUN_PPO_SETTINGS[name]})")
+    model = PPO.load(path, env=venv, device="cpu", custom_objects=custom_objects, **ours)
     if settings.tensorboard_dir:
         model.tensorboard_log = str(settings.tensorboard_dir)
     return model
