@@ -35,11 +35,17 @@ def test_training_logs_task_scalars_and_status_report_and_summary_carry_them(tmp
     models = tmp_path / "models"
     result = run_cli(
         ["train", "--envs", "2", "--timesteps", "1024", "--n-steps", "128", "--max-episode-steps", "150",
-         "--save-freq", "0", "--no-auto-load", "--max-restarts", "0", "--monitor-interval", "1",
-         "--models-dir", str(models), *_common(ports, tmp_path)],
+         "--curriculum", "256,256,256", "--save-freq", "0", "--no-auto-load", "--max-restarts", "0",
+         "--monitor-interval", "1", "--models-dir", str(models), *_common(ports, tmp_path)],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # The curriculum reached stage 4 (from step 768), which trains with its own discount on the embedded page.
+    assert "[Train] Curriculum: stage 4 from step 768" in result.stdout
+    assert "[Train] PPO's discount in stage 4: gamma 0.995 (was 0.99)" in result.stdout
+    from stable_baselines3 import PPO
+
+    assert PPO.load(max(models.glob("*.zip"), key=lambda p: p.stat().st_mtime), device="cpu").gamma == 0.995
     run_dir = next((tmp_path / "runs").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["task"]) == TASK_KEYS and summary["task"]["episodes"] > 0, "150-step episodes must end"

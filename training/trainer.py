@@ -70,6 +70,7 @@ class TrainSettings:
     keep_checkpoints: int = 0  # 0: keep every periodic checkpoint, as the original app does
     max_seconds: float | None = None  # time budget (--hours)
     curriculum: list[int] | None = None  # stage budgets in steps; None: one fixed stage
+    stage_gamma: dict[int, float] = field(default_factory=dict)  # the curriculum's discount per stage; else ppo.gamma
     stage: int = 1  # the fixed stage without a curriculum (what the task score ranks by)
     evaluation: EvalPlan | None = None  # --eval-freq: evaluate on the eval vec env, keep the best by it
     max_episode_steps: int | None = None  # the episode limit, for the reward-gaming rule (training/task_metrics.py)
@@ -201,7 +202,7 @@ def train(
     )
     callbacks: list[BaseCallback] = [stats, saver]
     if settings.curriculum:
-        callbacks.append(_curriculum(settings.curriculum, venv, model, say, record))
+        callbacks.append(_curriculum(settings, venv, model, say, record))
     if evaluation is not None:
         assert eval_venv is not None, "--eval-freq needs the evaluation tab's vec env"
         callbacks.append(PeriodicEvaluation(eval_venv, evaluation, _stage_at(settings), best, save, say, record))
@@ -294,14 +295,21 @@ def _periodic_save(
 
 
 def _curriculum(
-    budgets: list[int], venv: VecEnv, model: PPO, say: Say, record: Callable[[dict[str, Any]], None]
+    settings: TrainSettings, venv: VecEnv, model: PPO, say: Say, record: Callable[[dict[str, Any]], None]
 ) -> CurriculumCallback:
+    assert settings.curriculum is not None
+
     def set_phase(phase: Phase) -> None:
         venv.env_method("set_stage", phase.stage, phase.obstacles)
         say(describe_phase(phase.stage, phase.obstacles, model.num_timesteps))
-        record({"event": "stage", "stage": phase.stage, "obstacles": phase.obstacles, "steps": model.num_timesteps})
+        gamma = settings.stage_gamma.get(phase.stage, settings.ppo.gamma)
+        if gamma != model.gamma:  # the returns of the rollout being collected are computed with it
+            say(f"[Train] PPO's discount in stage {phase.stage}: gamma {gamma:g} (was {model.gamma:g})")
+            model.gamma = model.rollout_buffer.gamma = gamma
+        record({"event": "stage", "stage": phase.stage, "obstacles": phase.obstacles, "gamma": gamma,
+                "steps": model.num_timesteps})
 
-    return CurriculumCallback(budgets, set_phase)
+    return CurriculumCallback(settings.curriculum, set_phase)
 
 
 def _learn(model: PPO, settings: TrainSettings, result: TrainResult, callbacks: list[BaseCallback], stats: RunStats) -> None:
