@@ -131,7 +131,7 @@ def _add_training_options(p: argparse.ArgumentParser, *, envs: int, timesteps: i
     p.add_argument("--timescale", type=_positive_float, default=2.0, metavar="X", help="simulated time per step = X/60 s (default 2.0, as the original app)")
     p.add_argument("--max-episode-steps", type=_positive_int, default=1000 if smoke else 10_000, metavar="M", help=f"maximum episode length (default {1000 if smoke else 10_000:,})")
     p.add_argument("--stage", type=int, choices=(1, 2, 3, 4), default=1, help="reward stage of the embedded sim: 1 driving, 2 navigation, 3 orbs, 4 full task (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of PPO and of the simulations (tab i gets seed+i) (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of PPO and of the simulations (tab i gets seed+i) (default 0); a resumed model is seeded with it again")
     p.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="checkpoint folder (default " + ("a fresh folder inside the run folder" if smoke else "models/") + ")")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run folders go (default runs/)")
     p.add_argument("--save-freq", type=int, default=0 if smoke else 10_000, metavar="S", help="save a checkpoint every S total steps, 0 for only at the end (default " + ("0" if smoke else "10,000") + ")")

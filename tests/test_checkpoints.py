@@ -236,12 +236,15 @@ def test_a_resumed_model_trains_with_the_command_lines_ppo_settings_and_says_whi
 ) -> None:
     write(checkpoints.steps_path(tmp_path, 100), good_bytes)  # n_steps 16, batch 16, ent_coef 0
     said = Said()
-    model, _ = load_or_create(settings(tmp_path, n_steps=32, ent_coef=0.005), venv, said)
-    assert (model.n_steps, model.batch_size, model.ent_coef) == (32, 16, 0.005)
+    resumed = settings(tmp_path, n_steps=32, ent_coef=0.005)
+    resumed.seed = 3
+    model, _ = load_or_create(resumed, venv, said)
+    assert (model.n_steps, model.batch_size, model.ent_coef, model.seed) == (32, 16, 0.005, 3)
     assert model.rollout_buffer.buffer_size == 32, "the rollout buffer is made for the new n_steps"
     assert said.lines == [
         "[Setup] lunar_rover_ppo_100_steps.zip trained with n_steps 16; training goes on with 32 (--n-steps)",
-        "[Setup] lunar_rover_ppo_100_steps.zip trained with ent_coef 0; training goes on with 0.005 (--ent-coef)",
+        "[Setup] lunar_rover_ppo_100_steps.zip trained with ent_coef 0.0; training goes on with 0.005 (--ent-coef)",
+        "[Setup] lunar_rover_ppo_100_steps.zip trained with seed 0; training goes on with 3 (--seed)",
     ]
     model.learn(32, reset_num_timesteps=False)  # a rollout of the new size, and an update with it
     assert model.num_timesteps == 132

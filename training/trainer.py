@@ -49,9 +49,10 @@ class PPOSettings:
     max_grad_norm: float = 0.5
 
 
-# The PPO settings a command line gives: they train a resumed model too, as rl-zoo3 applies its
-# hyperparameters to an agent it trains on (SB3's load alone keeps the checkpoint's, ignoring the flags).
-RUN_PPO_SETTINGS = {"n_steps": "--n-steps", "batch_size": "--batch-size", "ent_coef": "--ent-coef"}
+# The PPO settings a command line gives (and its seed): they train a resumed model too, as rl-zoo3
+# applies its hyperparameters to an agent it trains on (SB3's load alone keeps the checkpoint's,
+# ignoring the flags; its seed also seeds the simulations' episodes).
+RUN_PPO_SETTINGS = {"n_steps": "--n-steps", "batch_size": "--batch-size", "ent_coef": "--ent-coef", "seed": "--seed"}
 
 
 @dataclass
@@ -160,10 +161,11 @@ def _load(path: Path, venv: VecEnv, settings: TrainSettings, say: Say) -> PPO:
         for line in mismatch.lines:
             say(f"[Setup]   - {line}")
         custom_objects = {"observation_space": venv.observation_space, "action_space": venv.action_space}
-    ours = {name: getattr(settings.ppo, name) for name in RUN_PPO_SETTINGS}
+    ours = {name: settings.seed if name == "seed" else getattr(settings.ppo, name) for name in RUN_PPO_SETTINGS}
+    ours = {name: value for name, value in ours.items() if value is not None}
     for name, value in ours.items():
         if name in data and data[name] != value:
-            say(f"[Setup] {path.name} trained with {name} {data[name]:g}; training goes on with {value:g} ({RUN_PPO_SETTINGS[name]})")
+            say(f"[Setup] {path.name} trained with {name} {data[name]}; training goes on with {value} ({RUN_PPO_SETTINGS[name]})")
     model = PPO.load(path, env=venv, device="cpu", custom_objects=custom_objects, **ours)
     if settings.tensorboard_dir:
         model.tensorboard_log = str(settings.tensorboard_dir)
