@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from orchestrator.config import eval_episode_cap
 from training import checkpoints
@@ -147,6 +148,8 @@ class _Policy:
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
         self.asked.add(deterministic)
+        if getattr(self, "draws", False):
+            torch.rand(1)
         return np.array([[1.0 if self.forward else 0.0, 1.0, 0.0]], dtype=np.float32), None
 
 
@@ -204,8 +207,13 @@ def test_sampled_evaluations_sample_the_policy_and_say_so(tmp_path: Path) -> Non
     callback = PeriodicEvaluation(tab, plan, lambda steps: 1, BestModel(tmp_path, plan.basis), _saver([]),
                                   said.append, events.append)  # type: ignore[arg-type]
     policy = _Policy(forward=False)
+    policy.draws = True  # samples from torch's generator, as SB3's predict does
+    torch.manual_seed(5)
+    expected = torch.rand(3)  # what training's next draws are without an evaluation
+    torch.manual_seed(5)
     _run(callback, policy, 1000, step=1000)
     assert policy.asked == {False} and events[-1]["event"] == "evaluation"
+    assert torch.equal(torch.rand(3), expected), "an evaluation leaves training's random draws as they were"
     assert any(s.startswith("[Eval] 1,000 steps, stage 1: 2 sampled episodes") for s in said)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -122,7 +123,10 @@ class PeriodicEvaluation(BaseCallback):
             self.venv.env_method("set_stage", stage)
             self._stage = stage
         self.venv.seed(self.plan.seed)
-        return evaluate(self.venv, policy, self.plan.episodes, deterministic=self.plan.deterministic, seed=self.plan.seed)
+        # Sampled actions draw on torch's generator, which training's own sampling uses: on a copy
+        # of its state, so that a run with evaluations trains exactly as one without.
+        with torch.random.fork_rng():
+            return evaluate(self.venv, policy, self.plan.episodes, deterministic=self.plan.deterministic, seed=self.plan.seed)
 
     def _rescore_unknown_best(self, stage: int) -> TaskScore | None:
         """A best model from before this run whose score is unknown: score it now, on the same
