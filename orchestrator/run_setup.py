@@ -37,6 +37,7 @@ from orchestrator.monitor_settings import MonitorSettings
 from orchestrator.ports import free_block
 from orchestrator.sizing import NotEnoughMemory, memory_refusal
 from training.tab_link import LinkDeadlines, PageSettings
+from training.task_metrics import actions_name
 from training.vec_env import FleetEnvSettings, make_vec_env
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ def set_up_training(run: RunPieces, cfg: RunConfig, monitor: MonitorSettings, ev
     if cfg.evaluates and run.fleet is not None:
         ports = run.fleet.ports
         say(f"[Setup] Evaluation tab: tab {len(ports)} (port {ports[-1]}), every {cfg.eval_freq:,} steps "
-            f"{cfg.eval_episodes} {'deterministic' if cfg.deterministic else 'sampled'} episodes of at most {cfg.eval_max_episode_steps:,} steps")
+            f"{cfg.eval_episodes} {actions_name(cfg.deterministic)} episodes of at most {cfg.eval_max_episode_steps:,} steps")
         open_eval_env(run, cfg, settings, ports[-1])
     connect_tabs(run, cfg)
 

@@ -19,7 +19,14 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 
 from training.step_round import TAB_WAITING
-from training.task_metrics import EpisodeOutcome, TaskSummary, compare_with_random, ended_by_failure, gaming_verdict
+from training.task_metrics import (
+    EpisodeOutcome,
+    TaskSummary,
+    actions_name,
+    compare_with_random,
+    ended_by_failure,
+    gaming_verdict,
+)
 
 
 @dataclass
@@ -145,7 +152,7 @@ def evaluation_report(
         say(f"[Evaluate] {'✓' if comparison.better else '!'} {comparison.sentence()}")
     return {
         **result.to_json(),
-        "actions": "deterministic" if deterministic else "sampled",
+        "actions": actions_name(deterministic),
         "against_random": baseline.to_json() if baseline else None,
         "reward_gaming": verdict.to_json() if verdict else None,
         "task_vs_random": comparison.to_json() if comparison else None,

@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from training.best_model import BestModel
 from training.evaluate import EvaluationResult, evaluate
-from training.task_metrics import TaskScore, TaskSummary, task_score
+from training.task_metrics import TaskScore, TaskSummary, actions_name, task_score
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class EvalPlan:
 
     @property
     def actions(self) -> str:
-        return "deterministic" if self.deterministic else "sampled"
+        return actions_name(self.deterministic)
 
     @property
     def basis(self) -> str:

@@ -317,6 +317,11 @@ class TaskScore:
         return cls(int(data["stage"]), tuple(float(v) for v in data["values"]), tuple(str(n) for n in data["names"]))
 
 
+def actions_name(deterministic: bool) -> str:
+    """How scored actions are named in lines, a score's basis and JSON: the policy's mean action or samples."""
+    return "deterministic" if deterministic else "sampled"
+
+
 def task_score(summary: TaskSummary, stage: int) -> TaskScore | None:
     """The one definition of the task score (see `TaskScore`); None without finished episodes."""
     if not summary.episodes:
