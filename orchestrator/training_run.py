@@ -29,7 +29,7 @@ from orchestrator.run_setup import RunPieces, open_run_folder, set_up_training, 
 from orchestrator.sizing import trainer_threads
 from orchestrator.video import CanvasRecorder
 from training import checkpoint_spaces
-from training.curriculum_plan import EMBEDDED_STAGE_GAMMA
+from training.curriculum_plan import EMBEDDED_STAGE_PPO
 from training.evaluate import evaluation_report
 from training.periodic_evaluation import EvalPlan
 from training.tab_env import action_space, observation_space
@@ -207,7 +207,7 @@ def _train_settings(cfg: RunConfig) -> TrainSettings:
         keep_checkpoints=cfg.keep_checkpoints,
         max_seconds=cfg.hours * 3600 if cfg.hours else None,
         curriculum=cfg.curriculum,
-        stage_gamma=EMBEDDED_STAGE_GAMMA if cfg.embedded else {},
+        stage_ppo=EMBEDDED_STAGE_PPO if cfg.embedded else {},
         torch_threads=trainer_threads(envs=cfg.envs),
         max_episode_steps=cfg.max_episode_steps,
         stage=cfg.stage,

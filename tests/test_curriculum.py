@@ -49,12 +49,13 @@ def test_the_console_and_the_event_stream_word_a_phase_the_same_way() -> None:
     assert describe("stage", {"stage": 3, "steps": 7}) == "[Train] Curriculum: stage 3 from step 7"  # an older run's event
 
 
-def test_the_curriculum_trains_each_stage_with_its_discount_and_says_so(tmp_path) -> None:
+def test_the_curriculum_trains_each_stage_with_its_discount_and_learning_rate_and_says_so(tmp_path) -> None:
     """The trainer's curriculum callback on a real PPO (CartPole stands in for the tabs)."""
     import gymnasium as gym
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from training.curriculum_plan import StagePPO
     from training.trainer import PPOSettings, TrainSettings, _curriculum
 
     class Staged(gym.Wrapper):
@@ -65,12 +66,15 @@ def test_the_curriculum_trains_each_stage_with_its_discount_and_says_so(tmp_path
 
     venv = DummyVecEnv([lambda: Staged(gym.make("CartPole-v1"))])
     model = PPO("MlpPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
-    settings = TrainSettings(total_timesteps=96, models_dir=tmp_path, curriculum=[16, 16, 16], stage_gamma={4: 0.995},
+    settings = TrainSettings(total_timesteps=96, models_dir=tmp_path, curriculum=[16, 16, 16],
+                             stage_ppo={4: StagePPO(gamma=0.995, learning_rate=1e-4)},
                              ppo=PPOSettings(n_steps=16, batch_size=16, n_epochs=1))
     said: list[str] = []
     events: list[dict] = []
     model.learn(96, callback=_curriculum(settings, venv, model, said.append, events.append))
-    assert {e["stage"]: e["gamma"] for e in events} == {1: 0.99, 2: 0.99, 3: 0.99, 4: 0.995}
+    assert {e["stage"]: (e["gamma"], e["learning_rate"]) for e in events} == {
+        1: (0.99, 3e-4), 2: (0.99, 3e-4), 3: (0.99, 3e-4), 4: (0.995, 1e-4)}
     assert model.gamma == model.rollout_buffer.gamma == 0.995, "the returns are computed with the stage's discount"
-    assert said.count("[Train] PPO's discount in stage 4: gamma 0.995 (was 0.99)") == 1
+    assert model.policy.optimizer.param_groups[0]["lr"] == 1e-4, "the updates of stage 4 used its learning rate"
+    assert said.count("[Train] PPO in stage 4: gamma 0.995 (was 0.99), learning rate 0.0001 (was 0.0003)") == 1
     assert Staged.stages[-1] == (4, FULL_FIELD)

@@ -40,12 +40,14 @@ def test_training_logs_task_scalars_and_status_report_and_summary_carry_them(tmp
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    # The curriculum reached stage 4 (from step 768), which trains with its own discount on the embedded page.
+    # The curriculum reached stage 4 (from step 768), which trains with its own discount and learning
+    # rate on the embedded page.
     assert "[Train] Curriculum: stage 4 from step 768" in result.stdout
-    assert "[Train] PPO's discount in stage 4: gamma 0.995 (was 0.99)" in result.stdout
+    assert "[Train] PPO in stage 4: gamma 0.995 (was 0.99), learning rate 0.0001 (was 0.0003)" in result.stdout
     from stable_baselines3 import PPO
 
-    assert PPO.load(max(models.glob("*.zip"), key=lambda p: p.stat().st_mtime), device="cpu").gamma == 0.995
+    last = PPO.load(max(models.glob("*.zip"), key=lambda p: p.stat().st_mtime), device="cpu")
+    assert (last.gamma, last.learning_rate) == (0.995, 1e-4)
     run_dir = next((tmp_path / "runs").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["task"]) == TASK_KEYS and summary["task"]["episodes"] > 0, "150-step episodes must end"

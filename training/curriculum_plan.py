@@ -19,10 +19,20 @@ ORIGINAL_BUDGETS = (200_000, 300_000, 500_000)
 FULL_FIELD = 11  # the spec world's obstacles (7 rocks, 4 craters); webapp/sim/world.js OBSTACLE_COUNT
 # Obstacles in each part of a stage's budget, split evenly; stages not listed have the full field.
 OBSTACLE_RAMP: dict[int, tuple[int, ...]] = {1: (0, 4), 2: (4, 8, FULL_FIELD)}
-# PPO's discount in the curriculum's stages on the embedded page, where it is not the original app's
-# 0.99 (docs/rover-sim.md, change 11): stage 4 pays for a delivery only, a few hundred steps after
-# the grab, which 0.99 discounts to next to nothing.
-EMBEDDED_STAGE_GAMMA: dict[int, float] = {4: 0.995}
+
+
+class StagePPO(NamedTuple):
+    """PPO's discount and learning rate in one curriculum stage."""
+
+    gamma: float
+    learning_rate: float
+
+
+# The curriculum's stages on the embedded page where PPO's settings are not the original app's
+# (docs/rover-sim.md, changes 11 and 12). Stage 4 pays for a delivery only, a few hundred steps
+# after the grab, which a discount of 0.99 makes worth next to nothing; and at the original
+# learning rate (3e-4) it learned deliveries and then traded them for grabs.
+EMBEDDED_STAGE_PPO: dict[int, StagePPO] = {4: StagePPO(gamma=0.995, learning_rate=1e-4)}
 
 
 class Phase(NamedTuple):

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.utils import FloatSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from training import checkpoint_spaces, checkpoints
 from training.best_model import BestModel
 from training.curriculum import CurriculumCallback
-from training.curriculum_plan import Phase, describe_phase, stage_for
+from training.curriculum_plan import Phase, StagePPO, describe_phase, stage_for
 from training.periodic_evaluation import EvalPlan, PeriodicEvaluation
 from training.step_round import TAB_WAITING
 from training.task_metrics import WINDOW, TaskTracker, ended_by_failure, task_score
@@ -71,7 +72,7 @@ class TrainSettings:
     keep_checkpoints: int = 0  # 0: keep every periodic checkpoint, as the original app does
     max_seconds: float | None = None  # time budget (--hours)
     curriculum: list[int] | None = None  # stage budgets in steps; None: one fixed stage
-    stage_gamma: dict[int, float] = field(default_factory=dict)  # the curriculum's discount per stage; else ppo.gamma
+    stage_ppo: dict[int, StagePPO] = field(default_factory=dict)  # the curriculum's PPO settings per stage; else ppo's
     stage: int = 1  # the fixed stage without a curriculum (what the task score ranks by)
     evaluation: EvalPlan | None = None  # --eval-freq: evaluate on the eval vec env, keep the best by it
     max_episode_steps: int | None = None  # the episode limit, for the reward-gaming rule (training/task_metrics.py)
@@ -304,12 +305,18 @@ def _curriculum(
     def set_phase(phase: Phase) -> None:
         venv.env_method("set_stage", phase.stage, phase.obstacles)
         say(describe_phase(phase.stage, phase.obstacles, model.num_timesteps))
-        gamma = settings.stage_gamma.get(phase.stage, settings.ppo.gamma)
-        if gamma != model.gamma:  # the returns of the rollout being collected are computed with it
-            say(f"[Train] PPO's discount in stage {phase.stage}: gamma {gamma:g} (was {model.gamma:g})")
-            model.gamma = model.rollout_buffer.gamma = gamma
-        record({"event": "stage", "stage": phase.stage, "obstacles": phase.obstacles, "gamma": gamma,
-                "steps": model.num_timesteps})
+        tuned = settings.stage_ppo.get(phase.stage, StagePPO(settings.ppo.gamma, settings.ppo.learning_rate))
+        changed = []
+        if tuned.gamma != model.gamma:  # the returns of the rollout being collected are computed with it
+            changed.append(f"gamma {tuned.gamma:g} (was {model.gamma:g})")
+            model.gamma = model.rollout_buffer.gamma = tuned.gamma
+        if tuned.learning_rate != model.learning_rate:  # from the next update on (SB3 reads the schedule there)
+            changed.append(f"learning rate {tuned.learning_rate:g} (was {model.learning_rate:g})")
+            model.learning_rate, model.lr_schedule = tuned.learning_rate, FloatSchedule(tuned.learning_rate)
+        if changed:
+            say(f"[Train] PPO in stage {phase.stage}: " + ", ".join(changed))
+        record({"event": "stage", "stage": phase.stage, "obstacles": phase.obstacles, "gamma": tuned.gamma,
+                "learning_rate": tuned.learning_rate, "steps": model.num_timesteps})
 
     return CurriculumCallback(settings.curriculum, set_phase)
 
