@@ -91,7 +91,7 @@ const STAGE_TABLE = {
     reachConstruction: 0,
     loadProgressScale: 0,
     orbProgressScale: 0,
-    grab: 1, // per orb, once an episode: collecting pays in the stage that scores it (change 10)
+    grab: 2, // per orb, once an episode: collecting pays in the stage that scores it (change 10)
     emptyGrab: -0.01, // a dig press while empty with no orb in the scoop (teaches dig to stay low)
     enterConstructionHolding: 3,
     // A delivery must outweigh the collision it risks on the way (docs/rover-sim.md, change 9).
