@@ -139,8 +139,9 @@ class _EvalTab:
 
 
 class _Policy:
-    def __init__(self, forward: bool) -> None:
+    def __init__(self, forward: bool, draws: bool = False) -> None:
         self.forward = forward
+        self.draws = draws  # samples from torch's generator, as SB3's predict does
         self.num_timesteps = 0
         self.asked: set[bool] = set()  # the deterministic flags predict was called with
         self.logged: dict[str, float] = {}
@@ -148,7 +149,7 @@ class _Policy:
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
         self.asked.add(deterministic)
-        if getattr(self, "draws", False):
+        if self.draws:
             torch.rand(1)
         return np.array([[1.0 if self.forward else 0.0, 1.0, 0.0]], dtype=np.float32), None
 
@@ -206,8 +207,7 @@ def test_sampled_evaluations_sample_the_policy_and_say_so(tmp_path: Path) -> Non
     assert plan.basis != EvalPlan(freq=1000, episodes=2, max_episode_steps=LIMIT).basis
     callback = PeriodicEvaluation(tab, plan, lambda steps: 1, BestModel(tmp_path, plan.basis), _saver([]),
                                   said.append, events.append)  # type: ignore[arg-type]
-    policy = _Policy(forward=False)
-    policy.draws = True  # samples from torch's generator, as SB3's predict does
+    policy = _Policy(forward=False, draws=True)
     torch.manual_seed(5)
     expected = torch.rand(3)  # what training's next draws are without an evaluation
     torch.manual_seed(5)
