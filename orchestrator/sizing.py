@@ -77,8 +77,8 @@ def packed_layout(envs: int, cores: int | None = None) -> tuple[int, int, str] |
     machine, for `--envs auto` with the embedded page; None keeps one simulation a tab.
 
     Measured (`lunarfleet bench`, 2 cores, 4 PPO envs at the original settings, n_steps 2,048,
-    two runs): 1 tab x 4 simulations trained 18% faster than 2 tabs x 2, which beat 4 tabs x 1
-    (README, Throughput). A tab's simulations share one message a step; on two cores the
+    three full benches, a4cb349, 859769e, f0265fa): 1 tab x 4 simulations trained 9-18% faster than
+    2 tabs x 2, which beat 4 tabs x 1 by 20-29% (README, Throughput). A tab's simulations share one message a step; on two cores the
     trainer and one renderer keep both busy, and every further tab only adds messages and
     processes. The price: a tab that fails cuts all its simulations' episodes.
     """
