@@ -24,8 +24,13 @@ HOST_FAULTS = ("host", "host_tree")
 KINDS = TAB_FAULTS + FLEET_FAULTS + TRAINER_FAULTS + HOST_FAULTS
 
 RENDERER_WAIT_S = 10.0  # a crash waits this long for a just-opened page's renderer to be known
-# The endless loop starts after evaluate returns, so the injecting call itself does not hang.
-HANG_SCRIPT = "setTimeout(() => { for (;;) {} }, 0)"
+# The endless loop starts after evaluate returns, so the injecting call itself does not hang. The
+# embedded page's hook also hangs the shared worker that answers its steps (webapp/bridge.js);
+# another page's own thread is where it answers.
+HANG_SCRIPT = (
+    "window.lunarfleet && typeof window.lunarfleet.hang === 'function' ? window.lunarfleet.hang() "
+    ": setTimeout(() => { for (;;) {} }, 0)"
+)
 
 
 async def inject(pool: TabPool, kind: str, tab: int) -> None:

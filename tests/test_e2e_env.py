@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -89,3 +91,29 @@ def test_a_page_with_its_socket_in_a_shared_worker_steps_recovers_and_stays_out_
         assert worker_env.step(np.zeros(3, dtype=np.float32))[4].get("tab_failure") is None
         assert loop.run(pool.evaluate(0, "window.lunarfleet.connected"), timeout=30) is True
         assert seen == [], f"Playwright saw the page's socket: {seen}"
+
+
+def test_the_page_replays_what_its_worker_answered_and_ends_in_the_same_state(ports, no_leftovers) -> None:
+    """With `socket=worker` the worker answers the steps and the page replays them a batch at a
+    time (webapp/worker_answers.js): the page's own simulation, which it draws, snapshots and
+    records, must end where the answers Python got say it is."""
+    app, base = ports
+    with real_tabs(app, [base], [11], extra="&socket=worker") as (envs, pool, loop):
+        env = envs[0]
+        rng = np.random.default_rng(5)
+        obs, _ = env.reset()
+        steps = 0
+        for _ in range(400):
+            obs, _, terminated, truncated, info = env.step(rng.uniform([-1, -1, 0], [1, 1, 1]).astype(np.float32))
+            assert info.get("tab_failure") is None, info
+            steps += 1
+            if terminated or truncated:
+                obs, _ = env.reset()
+        # the page gets the worker's frames every 0.1 s: wait for the last batch (no deadline to meet)
+        for _ in range(300):
+            if loop.run(pool.evaluate(0, "window.lunarfleet.steps"), timeout=30) == steps:
+                break
+            time.sleep(0.1)
+        assert loop.run(pool.evaluate(0, "window.lunarfleet.steps"), timeout=30) == steps
+        page_obs = loop.run(pool.evaluate(0, "window.lunarfleet.session.sims[0].observation()"), timeout=30)
+        np.testing.assert_allclose(np.asarray(page_obs, dtype=np.float32), obs, atol=1e-6)

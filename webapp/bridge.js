@@ -28,15 +28,31 @@ function connect(port) {
     port,
     token: params.token,
     viaWorker: params.socket === 'worker',
+    // lock-step: the worker answers the steps and this page replays them (onMirror)
+    answer: params.realtime ? null : 'sim',
+    pageSearch: location.search,
     onOpen() {
+      if (link.answersInWorker) {
+        session.resetAll(); // the worker said hello and reset its own session: replay the reset
+        return;
+      }
       link.send(JSON.stringify(session.hello({ lockstep: !params.realtime })));
       link.send(JSON.stringify(session.resetAll()));
     },
     onMessage,
+    onMirror,
     onClose() {
       pendingStep = null;
     },
   });
+}
+
+/** Messages the worker answered: replayed here so that this session stays the worker's twin. */
+function onMirror(messages) {
+  for (const message of messages) {
+    const reply = session.handle(message);
+    if (reply !== null && recording.on) recordFrame(reply);
+  }
 }
 
 /** The step path: parse, step, reply, all inside this handler (no frames, no timers). */
@@ -86,6 +102,14 @@ window.lunarfleet = {
   disconnect() {
     return link !== null && link.close(); // the link reconnects
   },
+  /** The chaos fault `hang`: this page's thread and, where it answers, its socket's worker loop forever. */
+  hang() {
+    if (link !== null) link.hang();
+    setTimeout(() => {
+      for (;;);
+    }, 0);
+    return true;
+  },
   sendGarbage() {
     return link !== null && link.send('{"type": "state", "observation": [0.1, 0.2,'); // truncated JSON on purpose
   },
@@ -101,6 +125,7 @@ window.lunarfleet = {
   /** Keep a frame of simulation 0 after every step and reset from now on (JPEG, `quality` 0-1). */
   startRecording(quality = 0.9) {
     Object.assign(recording, { on: true, frames: [], dropped: 0, quality });
+    if (link !== null) link.relay(true); // frames come here one by one, answered here
     return true;
   },
   /** The frames kept since the last call, oldest first: [[data URL, episode ended], ...]. */
@@ -111,6 +136,7 @@ window.lunarfleet = {
   },
   stopRecording() {
     recording.on = false;
+    if (link !== null) link.relay(false);
     return this.takeFrames();
   },
   get recording() {

@@ -4,3 +4,4 @@
 import './core.test.js';
 import './protocol.test.js';
 import './params.test.js';
+import './worker_answers.test.js';
