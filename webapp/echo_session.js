@@ -3,7 +3,10 @@
 // each action; never ends an episode. The same interface as SimSession, so the shared worker can
 // answer for it as it does for the rover page (worker_answers.js).
 
-const OBSERVATION = Array.from({ length: 30 }, (_, i) => Math.round(Math.sin(i + 1) * 1e6) / 1e6);
+import { PROTOCOL_VERSION } from './protocol.js';
+import { ACTION_SIZE, OBSERVATION_SIZE } from './sim/core.js';
+
+const OBSERVATION = Array.from({ length: OBSERVATION_SIZE }, (_, i) => Math.round(Math.sin(i + 1) * 1e6) / 1e6);
 
 export class EchoSession {
   constructor() {
@@ -20,7 +23,7 @@ export class EchoSession {
   }
 
   hello({ lockstep = true } = {}) {
-    return { type: 'lunarfleet_hello', protocol: 1, lockstep, observation_size: 30, action_size: 3, sims: 1 };
+    return { type: 'lunarfleet_hello', protocol: PROTOCOL_VERSION, lockstep, observation_size: OBSERVATION_SIZE, action_size: ACTION_SIZE, sims: 1 };
   }
 
   resetAll() {
