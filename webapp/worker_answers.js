@@ -20,10 +20,8 @@ export const MIRROR_INTERVAL_MS = 100;
  */
 export function workerAnswers({ session, sendSocket, postPage, later }) {
   let relaying = session === null;
-  let pending = [];
-  let flushDue = false;
+  let pending = []; // frames the page has not had yet; a flush is due while there are any
   const flush = () => {
-    flushDue = false;
     if (pending.length > 0) {
       postPage({ mirror: `[${pending.join(',')}]` });
       pending = [];
@@ -58,11 +56,8 @@ export function workerAnswers({ session, sendSocket, postPage, later }) {
       if (message === null) return; // malformed: ignored, as the page ignores it
       const reply = session.handle(message);
       if (reply !== null) sendSocket(JSON.stringify(reply));
+      if (pending.length === 0) later(flush, MIRROR_INTERVAL_MS);
       pending.push(data);
-      if (!flushDue) {
-        flushDue = true;
-        later(flush, MIRROR_INTERVAL_MS);
-      }
     },
     /** From the page: answer there (true, while recording) or here (false). */
     relay(on) {
