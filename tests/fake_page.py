@@ -72,10 +72,12 @@ class FakePage:
     hang_after: int | None = None  # answer this many actions, then nothing at all
     raw_after: int | None = None  # answer this many actions, then send raw_frame instead of a state
     raw_frame: str | bytes = "{not json"
+    raw_as_text: bool = False  # send a bytes raw_frame in a text frame, unchecked
     close_after: int | None = None  # answer this many actions, then close the socket
     restart_after: int | None = None  # answer this many, then send a restart_request before the next state
     slow_at: int | None = None  # answer this many actions, then wait slow_s before answering the next
     slow_s: float = 1.0
+    fragments: int = 1  # send each message in this many frames (browsers may split a long one)
     # how to connect
     token: str | None = None
     origin: str | None = None
@@ -201,7 +203,12 @@ class FakePage:
     async def send_json(self, message: dict[str, Any]) -> None:
         assert self.ws is not None
         self.sent.append(message)
-        await self.ws.send(json.dumps(message))
+        text = json.dumps(message)
+        if self.fragments == 1:
+            await self.ws.send(text)
+        else:
+            size = -(-len(text) // self.fragments)
+            await self.ws.send([text[i : i + size] for i in range(0, len(text), size)])
 
     async def _greet(self) -> None:
         if self.hello:
@@ -251,7 +258,7 @@ class FakePage:
         if self.raw_after is not None and answered == self.raw_after:
             assert self.ws is not None
             self.steps_answered += 1
-            await self.ws.send(self.raw_frame)
+            await self.ws.send(self.raw_frame, text=True if self.raw_as_text else None)
             return
         if self.slow_at is not None and answered == self.slow_at:
             await asyncio.sleep(self.slow_s)

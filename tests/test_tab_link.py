@@ -220,6 +220,29 @@ def test_garbage_frame_is_a_garbage_failure_naming_what_was_wrong(raw: str | byt
     run(main())
 
 
+def test_text_frame_that_is_not_utf8_is_a_garbage_failure() -> None:
+    async def main() -> None:
+        async with serving() as link:
+            raw = b'{"type": "state", "x": "\xff\xfe"}'
+            async with page_running(FakePage(link.port, raw_after=1, raw_frame=raw, raw_as_text=True)) as bad:
+                await reset_and_step(link, bad, steps=1)
+                with pytest.raises(TabFailure) as caught:
+                    await link.step(ACTION)
+                assert caught.value.cause == "garbage"
+            async with page_running(FakePage(link.port)) as good:
+                await reset_and_step(link, good, steps=1)
+
+    run(main())
+
+
+def test_messages_split_into_fragments_are_read_whole() -> None:
+    async def main() -> None:
+        async with serving() as link, page_running(FakePage(link.port, fragments=3)) as page:
+            await reset_and_step(link, page, steps=3)
+
+    run(main())
+
+
 def obs_frame_with(value_text: str) -> str:
     values = ["0.1"] * OBS_SIZE
     values[5] = value_text

@@ -17,6 +17,7 @@ import queue
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -38,7 +39,7 @@ from training.step_round import (
     Stepped,
 )
 from training.tab_env import STEP_REPORT_INTERVAL_S, action_space, observation_space
-from training.tab_link import ENV_METHODS, LinkDeadlines, PageSettings, TabFailure, TabLink
+from training.tab_link import ENV_METHODS, LinkDeadlines, PageSettings, StepReply, TabFailure, TabLink
 from training.tab_vec_env import Report, TabVecEnv, Transport
 
 CLOSE_TIMEOUT_S = 15.0
@@ -54,7 +55,8 @@ class InlineTransport(Transport):
         # together wake it once (each wake-up is a thread switch, as dear as a tab's JSON).
         self._answers: queue.SimpleQueue[list[tuple[int, Answer | BaseException]]] = queue.SimpleQueue()
         self._outbox: list[tuple[int, Answer | BaseException]] = []
-        self._tasks: dict[int, asyncio.Task[None]] = {}  # per tab, its step or repair in flight
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # per tab, the repair, reset or recycle that follows its step
+        self._on_reply = [partial(self._stepped, j) for j in range(len(links))]
         self._recycle_ports: set[int] = set()  # asked to recycle at the next episode boundary
         self._steps = [0] * len(links)  # simulation steps per tab, for the health channel
         self._last_report = time.monotonic()
@@ -82,7 +84,7 @@ class InlineTransport(Transport):
 
     def _start_steps(self, actions: dict[int, np.ndarray]) -> None:
         for j, tab_actions in actions.items():
-            self._tasks[j] = self._loop.loop.create_task(self._drive(j, tab_actions))
+            self.links[j].start_step_batch(tab_actions, self._on_reply[j])
 
     def collect(self, timeout: float | None) -> list[tuple[int, Answer]]:
         try:
@@ -159,6 +161,11 @@ class InlineTransport(Transport):
 
     async def _settle(self, cancel: bool = False) -> None:
         """Wait for (or cancel) the tabs' work in flight, dropping its answers: a clean start."""
+        for link in self.links:
+            if cancel:
+                link.cancel_step()
+            else:
+                await link.step_settled()
         tasks = list(self._tasks.values())
         self._tasks.clear()
         if cancel:
@@ -181,25 +188,73 @@ class InlineTransport(Transport):
             items, self._outbox = self._outbox, []
             self._answers.put(items)
 
-    async def _drive(self, j: int, actions: np.ndarray) -> None:
-        """One step of tab j, and the repair that follows a failure or a recycle."""
-        put = self._put
+    def _stepped(self, j: int, reply: StepReply | TabFailure) -> None:
+        """Tab j's reply, handed over as its answer; what must wait for the page (a repair, the
+        original protocol's reset, a recycle) continues in a task, its answers following."""
         try:
-            try:
-                stepped = await self._step_link(j, actions)
-            except TabFailure as failure:
-                self._on_failure(j, failure)
-                put((j, Failed(failure.cause, {TAB_FAILURE: failure.cause, TAB_FAILURE_DETAIL: failure.detail})))
-                put((j, Back((await self._reset_link(j))[0])))
-                return
-            put((j, stepped))
-            if stepped.recycling:
-                await self.links[j].next_page()
-                put((j, Back((await self._reset_link(j))[0])))
+            self._answer(j, reply)
+        except Exception as exc:  # a bug here must reach the trainer, not the page's socket
+            self._put((j, exc))
+
+    def _answer(self, j: int, reply: StepReply | TabFailure) -> None:
+        if isinstance(reply, TabFailure):
+            self._follow(j, self._recover, reply)
+            return
+        obs, rewards, dones, infos, firsts = reply
+        self._count_steps(j)
+        for info in infos:
+            info[TRUNCATED] = False
+        if not dones.any():
+            self._put((j, Stepped(obs, rewards, dones, infos)))
+            return
+        link = self.links[j]
+        obs = obs.copy()
+        recycling = self._recycle_asked(j)
+        for i in np.flatnonzero(dones):
+            infos[i][TRUNCATED] = ended_by_time_limit(infos[i], link.settings.max_episode_steps)
+            infos[i][TERMINAL_OBS] = obs[i].copy()
+            if firsts[i] is not None and not recycling:
+                obs[i] = firsts[i]
+        stepped = Stepped(obs, rewards, dones, infos, recycling=recycling)
+        if recycling:
+            # The new page's first observations follow (a `Back`), the other tabs stepping on.
+            self._recycle_ports.discard(link.port)
+            self._report("recycle_ready", {"port": link.port})
+            self._put((j, stepped))
+            self._follow(j, self._next_page)
+        elif firsts[0] is None and dones.all():
+            # The original protocol: the page waits for a reset_request after an episode.
+            self._follow(j, self._reset_after, stepped)
+        else:
+            if time.monotonic() - self._last_stepping[j] >= STEP_REPORT_INTERVAL_S:
+                # The page reset a simulation itself: an episode boundary against a live page
+                # (where the fleet may recycle the tab), reported at most once a second per tab.
+                self._stepping(j)
+            self._put((j, stepped))
+
+    def _follow(self, j: int, then: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        self._tasks[j] = self._loop.loop.create_task(self._guarded(j, then, *args))
+
+    async def _guarded(self, j: int, then: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        try:
+            await then(j, *args)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # TabLost: nothing left to train on
-            put((j, exc))
+            self._put((j, exc))
+
+    async def _recover(self, j: int, failure: TabFailure) -> None:
+        self._on_failure(j, failure)
+        self._put((j, Failed(failure.cause, {TAB_FAILURE: failure.cause, TAB_FAILURE_DETAIL: failure.detail})))
+        self._put((j, Back((await self._reset_link(j))[0])))
+
+    async def _next_page(self, j: int) -> None:
+        await self.links[j].next_page()
+        self._put((j, Back((await self._reset_link(j))[0])))
+
+    async def _reset_after(self, j: int, stepped: Stepped) -> None:
+        stepped.obs[:] = (await self._reset_link(j))[0]
+        self._put((j, stepped))
 
     async def _reset_link(self, j: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """New episodes in all the tab's simulations, waiting for a replacement page as long as
@@ -213,35 +268,6 @@ class InlineTransport(Transport):
                 self._on_failure(j, failure)
         self._stepping(j)
         return obs, infos
-
-    async def _step_link(self, j: int, actions: np.ndarray) -> Stepped:
-        link = self.links[j]
-        obs, rewards, dones, infos, firsts = await link.step_batch(actions)
-        self._count_steps(j)
-        dones = np.asarray(dones, dtype=bool)
-        for info in infos:
-            info[TRUNCATED] = False
-        if not dones.any():
-            return Stepped(obs, rewards, dones, infos)
-        obs = obs.copy()
-        recycling = self._recycle_asked(j)
-        for i in np.flatnonzero(dones):
-            infos[i][TRUNCATED] = ended_by_time_limit(infos[i], link.settings.max_episode_steps)
-            infos[i][TERMINAL_OBS] = obs[i].copy()
-            if firsts[i] is not None and not recycling:
-                obs[i] = firsts[i]
-        if recycling:
-            # The new page's first observations follow (a `Back`), the other tabs stepping on.
-            self._recycle_ports.discard(link.port)
-            self._report("recycle_ready", {"port": link.port})
-        elif firsts[0] is None and dones.all():
-            # The original protocol: the page waits for a reset_request after an episode.
-            obs[:] = (await self._reset_link(j))[0]
-        elif time.monotonic() - self._last_stepping[j] >= STEP_REPORT_INTERVAL_S:
-            # The page reset a simulation itself: an episode boundary against a live page (where
-            # the fleet may recycle the tab), reported at most once a second per tab.
-            self._stepping(j)
-        return Stepped(obs, rewards, dones, infos, recycling=recycling)
 
     def _recycle_asked(self, j: int) -> bool:
         """Whether the orchestrator asked to recycle tab j (training/health.py)."""

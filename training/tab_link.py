@@ -1,4 +1,7 @@
-"""One WebSocket port and the page at its far end, as `reset`/`step` coroutines with deadlines.
+"""One WebSocket port and the page at its far end, as `reset`/`step` with deadlines.
+
+A step is a callback (`start_step_batch`: its reply is read as it arrives, no task a message),
+awaitable as `step_batch`/`step`; resets and settings are coroutines.
 
 The link owns the server socket for the whole run, so a replacement tab (or the original
 app reconnecting after its own watchdog fired) simply connects again on the same port.
@@ -14,7 +17,7 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from training.batch_frames import encode_step_batch, parse_state_batch_fast
+from training.page_connection import Message, PageConnection
 from training.protocol import MAX_FRAME_BYTES, PageMessage, ProtocolError, encode, encode_action, parse_page_message
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
@@ -32,6 +36,10 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 # about 1 s later: a drop this soon after a restart_request is that, not a fault of the tab.
 WATCHDOG_WINDOW_S = 10.0
 EventCallback = Callable[[str, dict[str, Any]], None]
+# One step of a page's K simulations: observations (K, 30), rewards (K,), dones (K,), infos, and
+# per simulation None or the first observation of the episode the page started after this step.
+_REPLY, _BATCH_REPLY = frozenset({"state"}), frozenset({"state_batch"})
+StepReply = tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], list[np.ndarray | None]]
 # The methods a vec env's `env_method` reaches on every tab, and the `TabLink` coroutine that
 # answers each. The first four are the calls of the original app's trainer after it created
 # its envs; the checkpoint and stage ones are LunarFleet's own trainer's.
@@ -106,7 +114,9 @@ class TabLink:
         self._token = token
         self._on_event = on_event or (lambda kind, fields: None)
         self._server: Server | None = None
-        self._conn: ServerConnection | None = None
+        self._conn: PageConnection | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # dropped connections, closing
+        self._step: _Step | None = None  # the step in flight (start_step_batch)
         self._fresh = False  # the current connection has not been reset by us yet
         self._hello: PageMessage | None = None
         self._new_conn = asyncio.Event()
@@ -127,6 +137,7 @@ class TabLink:
                 ping_interval=None,  # a page busy in a long step must not be dropped for a pong
                 close_timeout=1.0,
                 compression=None,
+                create_connection=PageConnection,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -136,8 +147,9 @@ class TabLink:
             raise
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._drop_connection()
+        self.cancel_step()
+        self._drop()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -153,7 +165,7 @@ class TabLink:
             return conn.respond(403, "LunarFleet: wrong or missing run token\n")
         return None
 
-    async def _handle(self, conn: ServerConnection) -> None:
+    async def _handle(self, conn: PageConnection) -> None:  # type: ignore[override]
         if self._conn is not None and self._conn.state.name == "OPEN":
             self._on_event("refused", {"port": self.port, "reason": "a page is already connected"})
             await conn.close(1008, "LunarFleet: another page already drives this port")
@@ -161,7 +173,7 @@ class TabLink:
         if self._conn is not None:
             # The page came back by itself between two steps: a restart_request its old socket
             # still holds explains why (the original app's watchdog), and is counted.
-            await self._drain(self._conn)
+            self._drain(self._conn)
         self._conn = conn
         self._fresh = True
         self._hello = None
@@ -169,15 +181,16 @@ class TabLink:
         self._on_event("connected", {"port": self.port})
         await conn.wait_closed()
 
-    async def _drop_connection(self, conn: ServerConnection | None = None) -> None:
-        """Close `conn` (default: the current one); a newer connection that arrived meanwhile stays."""
+    def _drop(self, conn: PageConnection | None = None) -> None:
+        """Forget `conn` (default: the current one) and close it in the background; a newer
+        connection that arrived meanwhile stays."""
         if conn is None or conn is self._conn:
             conn, self._conn = self._conn, None
             self._new_conn.clear()
         if conn is not None:
-            # Never wait long on a hung page: close() gives up after close_timeout and aborts.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(1011, "LunarFleet: tab failed"), 2.0)
+            task = asyncio.get_running_loop().create_task(_close_quietly(conn))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # ---- the env-facing API ------------------------------------------------------------
     def request_seed(self, seed: int) -> None:
@@ -191,12 +204,12 @@ class TabLink:
             await self._request_reset(conn, {"reset_complete"})
             message = await self._receive(conn, {"reset_complete"}, self.deadlines.step_s)
         except TabFailure:
-            await self._drop_connection(conn)
+            self._drop(conn)
             raise
         assert message.observation is not None
         return message.observation, message.info
 
-    async def _connected_page(self) -> ServerConnection:
+    async def _connected_page(self) -> PageConnection:
         """The current connection; when there is none, the next page to connect."""
         if self._conn is None:
             await self._wait_for_page()
@@ -204,7 +217,7 @@ class TabLink:
         assert conn is not None
         return conn
 
-    async def _request_reset(self, conn: ServerConnection, greeting: set[str], check_sims: bool = False) -> None:
+    async def _request_reset(self, conn: PageConnection, greeting: set[str], check_sims: bool = False) -> None:
         """Send `reset_request`; first, to a page that just connected, the settings (once its own
         first reset, one of `greeting`, came), else the next episode's seed if one is asked for."""
         if self._fresh:
@@ -219,7 +232,7 @@ class TabLink:
         self._pending_seed = None
         await self._send(conn, encode("reset_request"))
 
-    def _stepping_connection(self) -> ServerConnection:
+    def _stepping_connection(self) -> PageConnection:
         """The connection a step goes over: the one its episode began on."""
         conn = self._conn
         if conn is None:
@@ -233,15 +246,9 @@ class TabLink:
         return conn
 
     async def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
-        conn = self._stepping_connection()
-        try:
-            await self._send(conn, encode_action(action))
-            message = await self._receive(conn, {"state"}, self.deadlines.step_s)
-        except TabFailure:
-            await self._drop_connection(conn)
-            raise
-        assert message.observation is not None
-        return message.observation, message.reward, message.done, message.info
+        """One step of a page's single simulation (the original `action` and `state` messages)."""
+        obs, rewards, dones, infos, _ = await self.step_batch(np.asarray(action).reshape(1, -1))
+        return obs[0], float(rewards[0]), bool(dones[0]), infos[0]
 
     # ---- settings sent on request (env_method); kept for replacement pages too ----------
     async def wait_connected(self) -> None:
@@ -298,39 +305,78 @@ class TabLink:
                 self._check_count(len(message.observations), "reset_batch")
                 return message.observations, message.infos
         except TabFailure:
-            await self._drop_connection(conn)
+            self._drop(conn)
             raise
         assert message.observation is not None
         return message.observation[None, :], [message.info]
 
-    async def step_batch(
-        self, actions: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], list[np.ndarray | None]]:
-        """One step of all K simulations: observations (K, 30), rewards (K,), dones (K,), infos,
-        and per simulation None or the first observation of the episode the page started
-        because this step ended one (K > 1 pages reset finished simulations themselves).
-
-        K = 1 sends the original `action` message, so any page works; its episode is not
-        reset here (None), the caller resets as with `step`.
-        """
-        if self.settings.sims == 1:
-            obs, reward, done, info = await self.step(np.asarray(actions).reshape(-1)[:3])
-            return obs[None, :], np.array([reward]), np.array([done]), [info], [None]
-        conn = self._stepping_connection()
+    async def step_batch(self, actions: np.ndarray) -> StepReply:
+        """One step of all K simulations (`start_step_batch`, awaited); TabFailure when it failed."""
+        reply: asyncio.Future[StepReply | TabFailure] = asyncio.get_running_loop().create_future()
+        self.start_step_batch(actions, lambda result: reply.done() or reply.set_result(result))
         try:
-            await self._send(conn, encode_step_batch(actions))
-            message = await self._receive(conn, {"state_batch"}, self.deadlines.step_s, parse_state_batch_fast)
-            assert message.observations is not None and message.dones is not None
-            assert message.reset_observations is not None
-            self._check_count(len(message.observations), "state_batch")
-            for done, first in zip(message.dones, message.reset_observations, strict=True):
-                if done and first is None:
-                    raise TabFailure(self.port, "garbage", "state_batch ends an episode without its reset observation")
-        except TabFailure:
-            await self._drop_connection(conn)
+            result = await reply
+        except asyncio.CancelledError:
+            self.cancel_step()
             raise
-        assert message.rewards is not None and message.dones is not None
-        assert message.infos is not None and message.reset_observations is not None
+        if isinstance(result, TabFailure):
+            raise result
+        return result
+
+    def start_step_batch(self, actions: np.ndarray, on_reply: Callable[[StepReply | TabFailure], None]) -> None:
+        """Send one step of all K simulations and return at once. `on_reply` gets, on the loop and
+        exactly once, the reply or the TabFailure (the link has then dropped the connection).
+
+        The reply is per simulation: observations (K, 30), rewards (K,), dones (K,), infos, and
+        None or the first observation of the episode the page started because this step ended
+        one (K > 1 pages reset finished simulations themselves). K = 1 sends the original
+        `action` message, so any page works; its episode is not reset here (None): the caller
+        resets it.
+        """
+        if self._step is not None:
+            raise RuntimeError(f"port {self.port}: a step is already in flight")
+        batched = self.settings.sims > 1
+        step = _Step(self, on_reply, _BATCH_REPLY if batched else _REPLY, parse_state_batch_fast if batched else parse_page_message)
+        try:
+            conn = step.conn = self._stepping_connection()
+            text = encode_step_batch(actions) if batched else encode_action(np.asarray(actions).reshape(-1)[:3])
+            try:
+                conn.send_text_now(text)
+            except ConnectionError as exc:
+                self._drain(conn)  # a restart_request still unread explains the close
+                raise TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})") from None
+        except TabFailure as failure:
+            step.end(failure)
+            return
+        self._step = step
+        conn.on_message, conn.on_lost = step.take, step.lost
+        step.timer = conn.loop.call_later(self.deadlines.step_s, step.hang)
+        while conn.inbox and self._step is step:  # messages that came unasked since the last step
+            step.take(conn.take())
+
+    async def step_settled(self) -> None:
+        """Return once no step is in flight: its reply (or failure) has been delivered."""
+        step = self._step
+        if step is not None:
+            step.settled = asyncio.get_running_loop().create_future()
+            await step.settled
+
+    def cancel_step(self) -> None:
+        """Forget the step in flight, if any: its reply will not be delivered."""
+        if self._step is not None:
+            self._step.stop()
+
+    def _step_reply(self, message: PageMessage) -> StepReply:
+        """A step's reply message as `StepReply`; TabFailure for a batch that does not add up."""
+        if self.settings.sims == 1:
+            assert message.observation is not None
+            return message.observation[None, :], np.array([message.reward]), np.array([message.done]), [message.info], [None]
+        assert message.observations is not None and message.dones is not None
+        assert message.rewards is not None and message.infos is not None and message.reset_observations is not None
+        self._check_count(len(message.observations), "state_batch")
+        for done, first in zip(message.dones, message.reset_observations, strict=True):
+            if done and first is None:
+                raise TabFailure(self.port, "garbage", "state_batch ends an episode without its reset observation")
         return message.observations, message.rewards, message.dones, message.infos, message.reset_observations
 
     def _check_announced_sims(self) -> None:
@@ -349,22 +395,20 @@ class TabLink:
                 self.port, "garbage", f"{what} holds {count} simulations, expected {self.settings.sims}"
             )
 
-    async def _send(self, conn: ServerConnection, *texts: str) -> None:
+    async def _send(self, conn: PageConnection, *texts: str) -> None:
         try:
             for text in texts:
                 await conn.send(text)
         except ConnectionClosed as exc:
-            await self._drain(conn)  # a restart_request still in the buffer explains the close
+            self._drain(conn)  # a restart_request still unread explains the close
             raise TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})") from None
 
-    async def _drain(self, conn: ServerConnection) -> None:
+    def _drain(self, conn: PageConnection) -> None:
         """Read what a closed connection still holds, noting a restart_request among it."""
-        with contextlib.suppress(Exception):
-            while True:
-                frame = await asyncio.wait_for(conn.recv(), 0.5)
-                with contextlib.suppress(ProtocolError):
-                    if parse_page_message(frame).type == "restart_request":
-                        self._note_restart_request()
+        while conn.inbox:
+            with contextlib.suppress(ProtocolError, ValueError, TypeError, OverflowError, RecursionError):
+                if parse_page_message(conn.take()).type == "restart_request":
+                    self._note_restart_request()
 
     def _note_restart_request(self) -> None:
         # The original app's watchdog: it will drop and re-open its socket by itself.
@@ -423,40 +467,96 @@ class TabLink:
 
     async def _receive(
         self,
-        conn: ServerConnection,
-        wanted: set[str],
+        conn: PageConnection,
+        wanted: Set[str],
         deadline_s: float,
-        parse: Callable[[str | bytes], PageMessage] = parse_page_message,
+        parse: Callable[[Message], PageMessage] = parse_page_message,
     ) -> PageMessage:
         """Next message of a wanted type; protocol chatter in between is handled on the way."""
-        end = time.monotonic() + deadline_s
+        end = conn.loop.time() + deadline_s
         while True:
-            left = end - time.monotonic()
             try:
-                # asyncio.timeout, not wait_for: wait_for wraps recv() in a task of its own (Python 3.11)
-                async with asyncio.timeout(max(left, 0.0)):
-                    frame = await conn.recv()
+                frame = await conn.next_message(end)
             except TimeoutError:
                 raise TabFailure(self.port, "hang", f"no reply within {deadline_s:g} s") from None
             except ConnectionClosed as exc:
                 raise TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})") from None
-            try:
-                message = parse(frame)
-            except ProtocolError as exc:
-                raise TabFailure(self.port, "garbage", str(exc)) from None
-            except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-                # e.g. an integer beyond float range, which math.isfinite refuses with OverflowError
-                raise TabFailure(self.port, "garbage", f"unreadable message: {type(exc).__name__}: {exc}") from None
-            if message.type in wanted:
+            message = self._read(frame, wanted, parse)
+            if message is not None:
                 return message
-            if message.type == "lunarfleet_hello":
-                self._hello = message
-            elif message.type == "restart_request":
-                self._note_restart_request()
-            elif (message.type == "reset_complete" and "state" in wanted) or (
-                message.type == "reset_batch" and "state_batch" in wanted
-            ):
-                # A page that reset on its own mid-episode (e.g. after its watchdog): the
-                # episode we were stepping is gone.
-                raise TabFailure(self.port, self._drop_cause("page_reset"), "the page reset its episode by itself")
-            # stale replies of other kinds are dropped
+
+    def _read(self, frame: Message, wanted: Set[str], parse: Callable[[Message], PageMessage]) -> PageMessage | None:
+        """The message in `frame` if its type is wanted; None for chatter, which is handled here
+        (a hello kept, a restart_request noted, stale replies dropped); TabFailure for garbage
+        or a page that reset its episode by itself."""
+        try:
+            message = parse(frame)
+        except ProtocolError as exc:
+            raise TabFailure(self.port, "garbage", str(exc)) from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # e.g. an integer beyond float range, which math.isfinite refuses with OverflowError
+            raise TabFailure(self.port, "garbage", f"unreadable message: {type(exc).__name__}: {exc}") from None
+        if message.type in wanted:
+            return message
+        if message.type == "lunarfleet_hello":
+            self._hello = message
+        elif message.type == "restart_request":
+            self._note_restart_request()
+        elif (message.type == "reset_complete" and "state" in wanted) or (
+            message.type == "reset_batch" and "state_batch" in wanted
+        ):
+            # A page that reset on its own mid-episode (e.g. after its watchdog): the
+            # episode we were stepping is gone.
+            raise TabFailure(self.port, self._drop_cause("page_reset"), "the page reset its episode by itself")
+        return None  # stale replies of other kinds are dropped
+
+
+class _Step:
+    """One step in flight on a link: its reply is read in `data_received` (PageConnection)."""
+
+    def __init__(self, link: TabLink, on_reply: Callable[[StepReply | TabFailure], None], wanted: Set[str],
+                 parse: Callable[[Message], PageMessage]) -> None:
+        self.link, self.on_reply, self.wanted, self.parse = link, on_reply, wanted, parse
+        self.conn: PageConnection | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.settled: asyncio.Future[None] | None = None  # someone waits for the step to end
+
+    def take(self, frame: Message) -> None:
+        link = self.link
+        try:
+            message = link._read(frame, self.wanted, self.parse)
+            if message is None:
+                return
+            reply: StepReply | TabFailure = link._step_reply(message)
+        except TabFailure as failure:
+            reply = failure
+        self.end(reply)
+
+    def hang(self) -> None:
+        self.end(TabFailure(self.link.port, "hang", f"no reply within {self.link.deadlines.step_s:g} s"))
+
+    def lost(self) -> None:
+        assert self.conn is not None
+        self.end(TabFailure(self.link.port, self.link._drop_cause(), f"socket closed ({self.conn.close_exc})"))
+
+    def end(self, reply: StepReply | TabFailure) -> None:
+        self.stop()
+        if isinstance(reply, TabFailure) and self.conn is not None:
+            self.link._drop(self.conn)
+        self.on_reply(reply)
+
+    def stop(self) -> None:
+        if self.link._step is self:
+            self.link._step = None
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.conn is not None and self.conn.on_message == self.take:
+            self.conn.on_message = self.conn.on_lost = None
+        if self.settled is not None and not self.settled.done():
+            self.settled.set_result(None)
+
+
+async def _close_quietly(conn: PageConnection) -> None:
+    # Never wait long on a hung page: close() gives up after close_timeout and aborts.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.close(1011, "LunarFleet: tab failed"), 2.0)
