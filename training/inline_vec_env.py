@@ -43,6 +43,7 @@ from training.tab_link import ENV_METHODS, LinkDeadlines, PageSettings, StepRepl
 from training.tab_vec_env import Report, TabVecEnv, Transport
 
 CLOSE_TIMEOUT_S = 15.0
+HOLD_S = 0.002  # how long an answer may wait on the loop for the other tabs' (`_put`)
 
 
 class InlineTransport(Transport):
@@ -51,10 +52,11 @@ class InlineTransport(Transport):
         self.report = report  # the health channel (and the caller's hook): where outages go too
         self._report, self._health = report, health
         self._loop = LoopThread("inline-vec-env")
-        # Answers go to the vec env's thread a loop iteration's worth at a time: tabs that answer
-        # together wake it once (each wake-up is a thread switch, as dear as a tab's JSON).
+        # Answers go to the vec env's thread in batches (`_put`), so that it wakes about once a vec step.
         self._answers: queue.SimpleQueue[list[tuple[int, Answer | BaseException]]] = queue.SimpleQueue()
         self._outbox: list[tuple[int, Answer | BaseException]] = []
+        self._hold: asyncio.TimerHandle | None = None  # when the answers in the outbox go at the latest
+        self._in_flight = 0  # steps sent and not answered yet
         self._tasks: dict[int, asyncio.Task[None]] = {}  # per tab, the repair, reset or recycle that follows its step
         self._on_reply = [partial(self._stepped, j) for j in range(len(links))]
         self._recycle_ports: set[int] = set()  # asked to recycle at the next episode boundary
@@ -84,6 +86,7 @@ class InlineTransport(Transport):
 
     def _start_steps(self, actions: dict[int, np.ndarray]) -> None:
         for j, tab_actions in actions.items():
+            self._in_flight += 1
             self.links[j].start_step_batch(tab_actions, self._on_reply[j])
 
     def collect(self, timeout: float | None) -> list[tuple[int, Answer]]:
@@ -166,24 +169,32 @@ class InlineTransport(Transport):
                 link.cancel_step()
             else:
                 await link.step_settled()
+        self._in_flight = 0
         tasks = list(self._tasks.values())
         self._tasks.clear()
         if cancel:
             for task in tasks:
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._outbox.clear()
+        self._flush()  # and dropped, below
         while not self._answers.empty():
             self._answers.get_nowait()
 
     # ---- one tab -------------------------------------------------------------------------
     def _put(self, item: tuple[int, Answer | BaseException]) -> None:
-        """Hand an answer over at the end of this loop iteration, with the others that came in it."""
-        if not self._outbox:
-            self._loop.loop.call_soon(self._flush)
+        """Hand an answer over once no step is in flight any more, or HOLD_S after the first
+        answer held. Each wake-up of the vec env's thread is a thread switch, as dear as a tab's
+        JSON; HOLD_S is noise against the straggler grace (`--straggler-grace`, 0.5 s)."""
         self._outbox.append(item)
+        if self._in_flight == 0:
+            self._flush()
+        elif self._hold is None:
+            self._hold = self._loop.loop.call_later(HOLD_S, self._flush)
 
     def _flush(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         if self._outbox:
             items, self._outbox = self._outbox, []
             self._answers.put(items)
@@ -191,6 +202,7 @@ class InlineTransport(Transport):
     def _stepped(self, j: int, reply: StepReply | TabFailure) -> None:
         """Tab j's reply, handed over as its answer; what must wait for the page (a repair, the
         original protocol's reset, a recycle) continues in a task, its answers following."""
+        self._in_flight -= 1
         try:
             self._answer(j, reply)
         except Exception as exc:  # a bug here must reach the trainer, not the page's socket
