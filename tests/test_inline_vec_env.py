@@ -84,6 +84,11 @@ BAD = {
     "short observation": lambda m: m["observations"][0].pop(),
     "observation not a list": lambda m: m["observations"].__setitem__(0, {"x": 1}),
     "infinite observation": lambda m: m["observations"][0].__setitem__(5, 1e400),
+    "NaN observation": lambda m: m["observations"][1].__setitem__(7, math.nan),
+    "infinite reward": lambda m: m["rewards"].__setitem__(0, -1e400),
+    "NaN reward": lambda m: m["rewards"].__setitem__(2, math.nan),
+    "NaN info": lambda m: m["infos"][1].__setitem__("total_reward", math.nan),
+    "NaN reset observation": lambda m: m["reset_observations"].__setitem__(1, [math.nan] * 30),
     "reward is a bool": lambda m: m["rewards"].__setitem__(0, False),
     "reward is a string": lambda m: m["rewards"].__setitem__(0, "1"),
     "done is a number": lambda m: m["dones"].__setitem__(0, 1),
@@ -135,9 +140,10 @@ def test_fast_parse_passes_other_message_types_through() -> None:
     assert parse_state_batch_fast(frame).type == "restart_request"
 
 
-def test_step_batch_encoding_matches_the_protocol_encoder() -> None:
+@pytest.mark.parametrize("k", [2, 8, 9, 64])  # formatted in Python up to 8 rows, in numpy beyond
+def test_step_batch_encoding_matches_the_protocol_encoder(k: int) -> None:
     rng = np.random.default_rng(0)
-    actions = rng.uniform(-3, 3, size=(64, 3))
+    actions = rng.uniform(-3, 3, size=(k, 3))
     actions[0] = [math.nan, math.inf, -math.inf]
     actions[1] = [-0.0, 1.0000004, 0.4999995]
     ours, theirs = json.loads(encode_step_batch(actions)), json.loads(encode_action_batch(actions))

@@ -19,6 +19,7 @@ from training.protocol import (
     OBS_SIZE,
     PageMessage,
     ProtocolError,
+    encode,
     encode_action,
     encode_action_batch,
     parse_page_message,
@@ -490,6 +491,15 @@ def test_encode_action_batch_clips_every_row() -> None:
     message = json.loads(encode_action_batch(np.array([[2.0, 0.0, -1.0], [np.nan, -0.5, 0.5]])))
     assert message["type"] == "step_batch"
     assert message["actions"] == [[1.0, 0.0, 0.0], [0.0, -0.5, 0.5]]
+
+
+def test_action_messages_are_written_as_json_writes_them() -> None:
+    rows = np.random.default_rng(3).uniform(-2, 2, size=(5, 3))
+    rows[0] = [-0.0, 1e-7, 0.1234565]
+    batch = encode_action_batch(rows)
+    assert batch == encode("step_batch", actions=json.loads(batch)["actions"])
+    single = encode_action(rows[1])
+    assert single == encode("action", action=json.loads(single)["action"])
 
 
 @settings(max_examples=200, deadline=None, database=None)

@@ -24,6 +24,7 @@ from training.protocol import (
     MAX_SIMS,
     OBS_SIZE,
     PageMessage,
+    encode_action_batch,
     parse_page_message,
 )
 
@@ -32,6 +33,7 @@ _EXACT_INT = 2**53
 _INFO_TYPES = {str, int, float, bool, type(None)}
 _ACTION_LOW = np.array([-1.0, -1.0, 0.0])
 _ACTION_HIGH = np.array([1.0, 1.0, 1.0])
+FEW_ROWS = 8  # up to this many actions, encode_step_batch formats them in Python
 
 
 class _Doubt(Exception):
@@ -40,8 +42,11 @@ class _Doubt(Exception):
 
 def encode_step_batch(actions: np.ndarray) -> str:
     """`step_batch` as `protocol.encode_action_batch` builds it (non-finite to 0, clipped to the
-    bounds, 6 decimals), in numpy: a batch of 64 in ~50 us instead of ~700 us."""
+    bounds, 6 decimals), in numpy for many rows: 64 in ~50 us instead of ~190 us. A few rows
+    are cheaper per number in Python: numpy's fixed cost, cold in a vec step, is ~35 us."""
     rows = np.asarray(actions, dtype=np.float64).reshape(-1, ACTION_SIZE)
+    if len(rows) <= FEW_ROWS:
+        return encode_action_batch(rows)
     rows = np.round(np.clip(np.where(np.isfinite(rows), rows, 0.0), _ACTION_LOW, _ACTION_HIGH), 6)
     return '{"type":"step_batch","actions":' + json.dumps(rows.tolist(), separators=(",", ":")) + "}"
 
@@ -50,7 +55,9 @@ def parse_state_batch_fast(frame: str | bytes) -> PageMessage:
     """`parse_page_message` for frames that are usually `state_batch`, checked array-wise."""
     if isinstance(frame, str) and len(frame) <= MAX_FRAME_BYTES:
         try:
-            data = orjson.loads(frame)  # refuses NaN and Infinity: the strict parser then decides
+            # orjson refuses NaN, Infinity and numbers beyond a double's range, so every float
+            # below is finite (the strict parser then decides, and names the fault)
+            data = orjson.loads(frame)
             if type(data) is dict and data.get("type") == "state_batch":
                 return _state_batch(data)
         except (_Doubt, orjson.JSONDecodeError, ValueError, TypeError, OverflowError, RecursionError):
@@ -67,7 +74,7 @@ def _observations(rows: Any) -> np.ndarray:
     if not set(map(type, chain.from_iterable(rows))) <= _NUMBER:
         raise _Doubt
     values = np.array(rows, dtype=np.float64)
-    if not np.isfinite(values).all() or np.abs(values).max() > FLOAT32_MAX:
+    if np.abs(values).max() > FLOAT32_MAX:
         raise _Doubt
     return values.astype(np.float32)
 
@@ -81,9 +88,6 @@ def _state_batch(data: dict[str, Any]) -> PageMessage:
             raise _Doubt
     if not set(map(type, rewards)) <= _NUMBER or not set(map(type, dones)) <= {bool}:
         raise _Doubt
-    reward_values = np.array(rewards, dtype=np.float64)
-    if not np.isfinite(reward_values).all():
-        raise _Doubt
     _check_infos(infos)
     ends = [i for i, r in enumerate(resets) if r is not None]
     firsts: list[np.ndarray | None] = [None] * count
@@ -93,7 +97,7 @@ def _state_batch(data: dict[str, Any]) -> PageMessage:
     return PageMessage(
         type="state_batch",
         observations=observations,
-        rewards=reward_values,
+        rewards=np.array(rewards, dtype=np.float64),
         dones=np.array(dones, dtype=bool),
         infos=infos,
         reset_observations=firsts,
@@ -107,9 +111,6 @@ def _check_infos(infos: list[Any]) -> None:
             raise _Doubt
     values = list(chain.from_iterable(info.values() for info in infos))
     if not set(map(type, values)) <= _INFO_TYPES:
-        raise _Doubt
-    floats = [v for v in values if type(v) is float]
-    if floats and not np.isfinite(np.array(floats)).all():
         raise _Doubt
     if any(abs(v) > _EXACT_INT for v in values if type(v) is int):
         raise _Doubt  # the strict parser turns these into floats (or refuses them)

@@ -247,15 +247,19 @@ def encode_action(action: np.ndarray) -> str:
     a = np.asarray(action, dtype=np.float64).reshape(-1)
     if a.shape[0] != ACTION_SIZE:
         raise ValueError(f"action has {a.shape[0]} values, expected {ACTION_SIZE}")
-    speed, turn, dig = a.tolist()
-    # what encode("action", action=[...]) writes (json writes floats as repr does), without json
-    return f'{{"type":"action","action":[{_clip(speed, -1.0, 1.0)!r},{_clip(turn, -1.0, 1.0)!r},{_clip(dig, 0.0, 1.0)!r}]}}'
+    return '{"type":"action","action":' + _action_text(a.tolist()) + "}"
 
 
 def encode_action_batch(actions: np.ndarray) -> str:
+    """A `step_batch` message, each action clipped as in `encode_action`."""
     rows = np.asarray(actions, dtype=np.float64).reshape(-1, ACTION_SIZE)
-    batch = [[_clip(r[0], -1.0, 1.0), _clip(r[1], -1.0, 1.0), _clip(r[2], 0.0, 1.0)] for r in rows]
-    return encode("step_batch", actions=batch)
+    return '{"type":"step_batch","actions":[' + ",".join(map(_action_text, rows.tolist())) + "]}"
+
+
+def _action_text(action: list[float]) -> str:
+    """One action, clipped, as encode() writes it (json writes floats as repr does), without json."""
+    speed, turn, dig = action
+    return f"[{_clip(speed, -1.0, 1.0)!r},{_clip(turn, -1.0, 1.0)!r},{_clip(dig, 0.0, 1.0)!r}]"
 
 
 def _clip(x: float, low: float, high: float) -> float:
