@@ -36,9 +36,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 # about 1 s later: a drop this soon after a restart_request is that, not a fault of the tab.
 WATCHDOG_WINDOW_S = 10.0
 EventCallback = Callable[[str, dict[str, Any]], None]
+_REPLY, _BATCH_REPLY = frozenset({"state"}), frozenset({"state_batch"})  # what answers a step
 # One step of a page's K simulations: observations (K, 30), rewards (K,), dones (K,), infos, and
 # per simulation None or the first observation of the episode the page started after this step.
-_REPLY, _BATCH_REPLY = frozenset({"state"}), frozenset({"state_batch"})
 StepReply = tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], list[np.ndarray | None]]
 # The methods a vec env's `env_method` reaches on every tab, and the `TabLink` coroutine that
 # answers each. The first four are the calls of the original app's trainer after it created
