@@ -220,17 +220,16 @@ def test_garbage_frame_is_a_garbage_failure_naming_what_was_wrong(raw: str | byt
     run(main())
 
 
-def test_text_frame_that_is_not_utf8_is_a_garbage_failure() -> None:
+def test_text_frame_that_is_not_utf8_fails_the_connection() -> None:
     async def main() -> None:
-        async with serving() as link:
-            raw = b'{"type": "state", "x": "\xff\xfe"}'
-            async with page_running(FakePage(link.port, raw_after=1, raw_frame=raw, raw_as_text=True)) as bad:
-                await reset_and_step(link, bad, steps=1)
-                with pytest.raises(TabFailure) as caught:
-                    await link.step(ACTION)
-                assert caught.value.cause == "garbage"
-            async with page_running(FakePage(link.port)) as good:
-                await reset_and_step(link, good, steps=1)
+        raw = b'{"type": "state", "x": "\xff\xfe"}'
+        async with serving() as link, page_running(FakePage(link.port, raw_after=1, raw_frame=raw, raw_as_text=True)) as bad:
+            await reset_and_step(link, bad, steps=1)
+            with pytest.raises(TabFailure, match="invalid UTF-8") as caught:
+                await link.step(ACTION)
+            assert caught.value.cause == "disconnected"
+            await bad.wait_finished(5.0)
+            assert bad.close_code == 1007
 
     run(main())
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.frames import DATA_OPCODES, CloseCode, Frame, Opcode
 from websockets.protocol import State
 
 # Past this many unread messages the page is not read from until some are (as websockets does).
@@ -39,7 +39,7 @@ class PageConnection(ServerConnection):
             super().process_event(event)  # the handshake, and control frames
             return
         if event.fin and event.opcode is Opcode.TEXT:
-            message = _text(event.data)
+            message = self._text(event.data)
         else:
             if event.opcode is not Opcode.CONT:
                 self._fragments, self._fragmented_text = [], event.opcode is Opcode.TEXT
@@ -47,7 +47,9 @@ class PageConnection(ServerConnection):
             if not event.fin:
                 return
             data, self._fragments = b"".join(self._fragments), []
-            message = _text(data) if self._fragmented_text else data
+            message = self._text(data) if self._fragmented_text else data
+        if message is None:
+            return
         if self.on_message is not None:
             self.on_message(message)
             return
@@ -87,6 +89,16 @@ class PageConnection(ServerConnection):
         self.protocol.send_text(text.encode())
         self.send_data()
 
+    def _text(self, data: bytes) -> str | None:
+        """A text frame's message; one that is not UTF-8 fails the connection (RFC 6455 8.1: a
+        browser never sends one), and the step waiting on it gets the closed socket."""
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
+            self.send_data()
+            return None
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self._arrived is not None and not self._arrived.done():
@@ -94,10 +106,3 @@ class PageConnection(ServerConnection):
         if self.on_lost is not None:
             self.on_lost()
 
-
-def _text(data: bytes) -> Message:
-    """A text frame's message; undecodable bytes stay bytes, for the parser to refuse."""
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return data
