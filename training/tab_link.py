@@ -343,8 +343,7 @@ class TabLink:
             try:
                 conn.send_text_now(text)
             except ConnectionError as exc:
-                self._drain(conn)  # a restart_request still unread explains the close
-                raise TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})") from None
+                raise self._closed(conn, exc) from None
         except TabFailure as failure:
             step.end(failure)
             return
@@ -400,8 +399,15 @@ class TabLink:
             for text in texts:
                 await conn.send(text)
         except ConnectionClosed as exc:
-            self._drain(conn)  # a restart_request still unread explains the close
-            raise TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})") from None
+            raise self._closed(conn, exc) from None
+
+    def _hang(self, deadline_s: float) -> TabFailure:
+        return TabFailure(self.port, "hang", f"no reply within {deadline_s:g} s")
+
+    def _closed(self, conn: PageConnection, exc: BaseException) -> TabFailure:
+        """The failure of a closed socket; a restart_request still unread explains the close."""
+        self._drain(conn)
+        return TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})")
 
     def _drain(self, conn: PageConnection) -> None:
         """Read what a closed connection still holds, noting a restart_request among it."""
@@ -478,9 +484,9 @@ class TabLink:
             try:
                 frame = await conn.next_message(end)
             except TimeoutError:
-                raise TabFailure(self.port, "hang", f"no reply within {deadline_s:g} s") from None
+                raise self._hang(deadline_s) from None
             except ConnectionClosed as exc:
-                raise TabFailure(self.port, self._drop_cause(), f"socket closed ({exc})") from None
+                raise self._closed(conn, exc) from None
             message = self._read(frame, wanted, parse)
             if message is not None:
                 return message
@@ -533,11 +539,11 @@ class _Step:
         self.end(reply)
 
     def hang(self) -> None:
-        self.end(TabFailure(self.link.port, "hang", f"no reply within {self.link.deadlines.step_s:g} s"))
+        self.end(self.link._hang(self.link.deadlines.step_s))
 
     def lost(self) -> None:
         assert self.conn is not None
-        self.end(TabFailure(self.link.port, self.link._drop_cause(), f"socket closed ({self.conn.close_exc})"))
+        self.end(self.link._closed(self.conn, self.conn.close_exc))
 
     def end(self, reply: StepReply | TabFailure) -> None:
         self.stop()
