@@ -1,8 +1,9 @@
 """`lunarfleet bench --profile DIR`: where a step's time goes at 4 tabs x 1 simulation, each side.
 
-Python: cProfile of the trainer's thread (SB3's side: the vec env, the step round) and of the
-inline vec env's asyncio loop thread (sockets, JSON, `TabLink`), while a random policy steps;
-`python-main.pstats`, `python-loop.pstats` and their top functions in `python-profile.txt`.
+Python: cProfile of the trainer's thread while a random policy steps: SB3's side (the vec env,
+the step round) and, since that thread runs the tabs' asyncio loop while it waits for them
+(`training/event_loop.py`), the sockets, JSON and `TabLink` too; `python.pstats` and its top
+functions in `python-profile.txt`.
 Chromium: a trace of the browser (`chromium-trace.json`, for Perfetto or chrome://tracing)
 while the same stepping goes on, and its busy time per process and per event in
 `chromium-profile.txt`. Each side is profiled in its own window: a profiler slows what it watches.
@@ -15,7 +16,6 @@ import cProfile
 import io
 import json
 import pstats
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,28 +45,18 @@ def profile_phase(bench: Bench, folder: Path) -> None:
 
 
 def _python_profile(venv: Any, seconds: float, folder: Path) -> int:
-    """cProfile in this thread and in the vec env's loop thread (cProfile sees one thread each)."""
-    loop = venv.transport._loop.loop
-    main, in_loop = cProfile.Profile(), cProfile.Profile()
-    enabled = threading.Event()
-    loop.call_soon_threadsafe(lambda: (in_loop.enable(), enabled.set()))
-    enabled.wait(10)
-    main.enable()
+    profile = cProfile.Profile()
+    profile.enable()
     rate, _ = collect(venv, seconds, 0.0)
-    main.disable()
-    disabled = threading.Event()
-    loop.call_soon_threadsafe(lambda: (in_loop.disable(), disabled.set()))
-    disabled.wait(10)
+    profile.disable()
     steps = int(rate * seconds)
-    text = [f"cProfile, {PROFILE_TABS} tabs x 1 simulation, ~{steps:,} env-steps in {seconds:.1f} s (slowed by the profiler)\n"]
-    for name, prof in (("main", main), ("loop", in_loop)):
-        prof.dump_stats(folder / f"python-{name}.pstats")
-        out = io.StringIO()
-        stats = pstats.Stats(prof, stream=out)
-        out.write(f"==== {name} thread: {stats.total_tt:.3f} s, {1e6 * stats.total_tt / max(steps, 1):.0f} us per env-step ====\n")
-        stats.sort_stats("tottime").print_stats(25)
-        text.append(out.getvalue())
-    (folder / "python-profile.txt").write_text("\n".join(text))
+    profile.dump_stats(folder / "python.pstats")
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    out.write(f"cProfile, {PROFILE_TABS} tabs x 1 simulation, ~{steps:,} env-steps in {seconds:.1f} s (slowed by the profiler)\n")
+    out.write(f"==== the trainer's thread: {stats.total_tt:.3f} s, {1e6 * stats.total_tt / max(steps, 1):.0f} us per env-step ====\n")
+    stats.sort_stats("tottime").print_stats(25)
+    (folder / "python-profile.txt").write_text(out.getvalue())
     return steps
 
 

@@ -47,9 +47,10 @@ ACTOR_OPTIONS: dict[str, Any] = {
 }
 INJECT_TIMEOUT_S = 15.0
 PORT_TRIES = 3
-# A step's answer is put on a queue by the tabs' loop thread and taken by Ray's call thread; with
-# Python's default 5 ms GIL switch interval the call thread often waited that long for the GIL.
-# Measured here: a host's 2-tab step round trip 8.4 ms at the default, 3.5 ms at 0.5 ms.
+# Ray's call threads share the GIL with the thread stepping the tabs; with Python's default 5 ms
+# switch interval one often waited that long for it. Measured here when a step's answer still went
+# from the tabs' loop thread to Ray's call thread (the call thread now runs the loop itself,
+# training/event_loop.py): a host's 2-tab step round trip 8.4 ms at the default, 3.5 ms at 0.5 ms.
 SWITCH_INTERVAL_S = 0.0005
 
 

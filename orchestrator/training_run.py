@@ -31,6 +31,7 @@ from orchestrator.video import CanvasRecorder
 from training import checkpoint_spaces
 from training.curriculum_plan import EMBEDDED_STAGE_PPO
 from training.evaluate import evaluation_report
+from training.event_loop import interrupt
 from training.periodic_evaluation import EvalPlan
 from training.tab_env import action_space, observation_space
 from training.trainer import CheckpointLoadError, PPOSettings, TrainResult, TrainSettings, train
@@ -325,5 +326,5 @@ def _interrupt_once(signum: int, frame: Any) -> None:
     """Ctrl+C or SIGTERM stops training; a second one must not break the checkpoint being saved."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    interrupt()  # KeyboardInterrupt, between two of the tabs' socket callbacks if this thread runs them
 

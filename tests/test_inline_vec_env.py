@@ -12,9 +12,11 @@ import contextlib
 import json
 import math
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -25,13 +27,14 @@ from browser_pool.pool import PoolSettings, TabPool
 from orchestrator.app_server import AppServer
 from orchestrator.doctor import playwright_chromium
 from tests.conftest import assert_frozen, run_cli
+from tests.fake_page import FakePage, PageThread, free_port
 from training.batch_frames import encode_step_batch, parse_state_batch_fast
 from training.event_loop import LoopThread
 from training.inline_vec_env import InlineVecEnv
 from training.null_env import NullEnv, NullVecEnv
 from training.outages import STRAGGLER_S
 from training.protocol import ProtocolError, encode_action_batch, parse_page_message
-from training.tab_link import LinkDeadlines, PageSettings
+from training.tab_link import LinkDeadlines, PageSettings, TabLink
 
 STILL = 0.0  # standing still never collides: episodes only end when we make them
 
@@ -155,6 +158,30 @@ def test_step_batch_encoding_matches_the_protocol_encoder(k: int) -> None:
 
 
 # ---- the null env --------------------------------------------------------------------------
+def test_a_page_that_connects_while_nobody_steps_is_served_and_the_steps_run_on_the_callers_thread() -> None:
+    """The trainer's thread runs the tabs' loop only while it waits for them; in a PPO update
+    (here: between the calls) the loop's own thread must answer a page's handshake."""
+    venv = InlineVecEnv([free_port()], deadlines=LinkDeadlines(step_s=30.0, connect_s=30.0))
+    page = PageThread(FakePage(venv.get_attr("port")[0], seed=1))
+    try:
+        page.start(wait_connected=30.0)
+        venv.reset()
+        ran_on: set[str] = set()
+        with patch.object(TabLink, "start_step_batch", _recording(TabLink.start_step_batch, ran_on)):
+            venv.step(np.zeros((1, 3), dtype=np.float32))
+        assert ran_on == {threading.current_thread().name}
+    finally:
+        venv.close()
+        page.stop()
+
+
+def _recording(method, threads: set[str]):  # the thread each call ran on
+    def recorded(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return method(*args, **kwargs)
+    return recorded
+
+
 def test_null_envs_have_the_tab_envs_spaces_and_end_episodes_as_truncations() -> None:
     from gymnasium.utils.env_checker import check_env
 

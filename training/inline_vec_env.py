@@ -1,8 +1,9 @@
 """The in-process transport: every tab driven from this process, over one asyncio loop.
 
 No pickling and no worker processes competing with the browser for the CPU: a vec step hands
-each tab's actions to its `TabLink` on one loop thread, and the answers come back through a
-queue as they arrive. A tab may run K simulations (`sims`, URL parameter `sims=K` of the
+each tab's actions to its `TabLink` on one asyncio loop, which SB3's thread runs itself while it
+waits for the answers (`training/event_loop.py`); between vec steps the loop's own thread runs
+it, so a replacement page is served during a PPO update too. A tab may run K simulations (`sims`, URL parameter `sims=K` of the
 embedded page): it then answers one `step_batch` message per vec step for its K envs, and SB3
 sees tabs x K envs. Which answer counts for what is the step round's (`training/step_round.py`);
 this module only drives the pages, and repairs a failed tab by waiting for its replacement page
@@ -56,6 +57,7 @@ class InlineTransport(Transport):
         self._answers: queue.SimpleQueue[list[tuple[int, Answer | BaseException]]] = queue.SimpleQueue()
         self._outbox: list[tuple[int, Answer | BaseException]] = []
         self._hold: asyncio.TimerHandle | None = None  # when the answers in the outbox go at the latest
+        self._waiter: asyncio.Future[None] | None = None  # done when answers are handed over (`collect`)
         self._in_flight = 0  # steps sent and not answered yet
         self._tasks: dict[int, asyncio.Task[None]] = {}  # per tab, the repair, reset or recycle that follows its step
         self._on_reply = [partial(self._stepped, j) for j in range(len(links))]
@@ -90,6 +92,10 @@ class InlineTransport(Transport):
             self.links[j].start_step_batch(tab_actions, self._on_reply[j])
 
     def collect(self, timeout: float | None) -> list[tuple[int, Answer]]:
+        with self._loop.held() as loop:
+            if loop is not None:  # this thread runs the loop until the answers come (`_flush`)
+                self._run_until_answered(loop, timeout)
+                timeout = 0
         try:
             items = self._answers.get(timeout=timeout)
         except queue.Empty:
@@ -101,6 +107,22 @@ class InlineTransport(Transport):
                 self._loop.run(self._settle(cancel=True))
                 raise item
         return items  # type: ignore[return-value]
+
+    def _run_until_answered(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        if not self._answers.empty():
+            return
+        self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, self._wake)
+        try:
+            loop.run_until_complete(self._waiter)
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def reset(self, seeds: list[int | None], options: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict[str, Any]]]:
         self._loop.run(self._settle())
@@ -183,8 +205,9 @@ class InlineTransport(Transport):
     # ---- one tab -------------------------------------------------------------------------
     def _put(self, item: tuple[int, Answer | BaseException]) -> None:
         """Hand an answer over once no step is in flight any more, or HOLD_S after the first
-        answer held. Each wake-up of the vec env's thread is a thread switch, as dear as a tab's
-        JSON; HOLD_S is noise against the straggler grace (`--straggler-grace`, 0.5 s)."""
+        answer held: each hand-over ends a run of the loop in `collect` (or, where the loop's own
+        thread runs it, wakes SB3's thread), a cost like a tab's JSON. HOLD_S is noise against the
+        straggler grace (`--straggler-grace`, 0.5 s)."""
         self._outbox.append(item)
         if self._in_flight == 0:
             self._flush()
@@ -198,6 +221,7 @@ class InlineTransport(Transport):
         if self._outbox:
             items, self._outbox = self._outbox, []
             self._answers.put(items)
+            self._wake()
 
     def _stepped(self, j: int, reply: StepReply | TabFailure) -> None:
         """Tab j's reply, handed over as its answer; what must wait for the page (a repair, the
