@@ -3,11 +3,12 @@
 No pickling and no worker processes competing with the browser for the CPU: a vec step hands
 each tab's actions to its `TabLink` on one asyncio loop, which SB3's thread runs itself while it
 waits for the answers (`training/event_loop.py`); between vec steps the loop's own thread runs
-it, so a replacement page is served during a PPO update too. A tab may run K simulations (`sims`, URL parameter `sims=K` of the
-embedded page): it then answers one `step_batch` message per vec step for its K envs, and SB3
-sees tabs x K envs. Which answer counts for what is the step round's (`training/step_round.py`);
-this module only drives the pages, and repairs a failed tab by waiting for its replacement page
-on the same port. Only a port that stays empty past the connect deadline raises (`TabLost`).
+it, so a replacement page is served during a PPO update too. A tab may run K simulations
+(`sims`, URL parameter `sims=K` of the embedded page): it then answers one `step_batch` message
+per vec step for its K envs, and SB3 sees tabs x K envs. Which answer counts for what is the
+step round's (`training/step_round.py`); this module only drives the pages, and repairs a failed
+tab by waiting for its replacement page on the same port. Only a port that stays empty past
+the connect deadline raises (`TabLost`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class InlineTransport(Transport):
 
     # ---- Transport ---------------------------------------------------------------------
     def send(self, actions: dict[int, np.ndarray]) -> None:
+        # Started by whoever runs the loop next: this thread in `collect`, or the loop's own after a pause.
         self._loop.loop.call_soon_threadsafe(self._start_steps, actions)
 
     def _start_steps(self, actions: dict[int, np.ndarray]) -> None:
