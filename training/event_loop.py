@@ -54,6 +54,7 @@ class LoopThread:
             yield None
             return
         me = threading.get_ident()
+        outer: LoopThread | None = getattr(_here, "loop", None)  # another LoopThread this thread holds
         _here.loop = self  # from here on, Ctrl+C waits for the hold's end (`interrupt`)
         try:
             with self._lock:
@@ -72,7 +73,7 @@ class LoopThread:
                     self._holder = None
                     self._free_since = time.monotonic()
                     self._handed.notify_all()
-            _here.loop = None
+            _here.loop = outer
             if self._interrupted:
                 self._interrupted = False
                 raise KeyboardInterrupt
@@ -112,7 +113,7 @@ class LoopThread:
 def interrupt() -> None:
     """Raise KeyboardInterrupt for Ctrl+C, from a signal handler. In a thread that holds a
     LoopThread it comes between two of the loop's callbacks (or as the hold ends): a callback cut
-    in half would leave a socket's state torn, and closing the tabs would then hang."""
+    in half would leave a socket's state torn, and closing the tabs would wait out its timeouts."""
     held: LoopThread | None = getattr(_here, "loop", None)
     if held is None:
         raise KeyboardInterrupt
