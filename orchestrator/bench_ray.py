@@ -4,9 +4,10 @@ through them at the original app's settings (rollouts of `--ppo-rollout` steps, 
 tab; compared with `ppo-inline` where the full bench measures it); and the seconds Ray takes to
 start and the hosts to have their tabs connected.
 
-Also Ray's own share of a vec step, measured on the same hosts: one empty `step` call to every
-host per round (no tab stepped; the host only packs its reply), rounds per second and the CPU of
-a round. A vec step through the hosts can be no faster than this, whatever the tabs do.
+Also the hosts' own share of a vec step, measured on the same hosts: one empty step frame to
+every host per round on its step channel (no tab stepped; the host only packs its reply), rounds
+per second and the CPU of a round. A vec step through the hosts can be no faster than this,
+whatever the tabs do.
 
 The hosts are made as `train --ray` makes them (`orchestrator/ray_fleet.py`), each with its own
 browser and page server. Skipped, and said so, where Ray is not installed.
@@ -18,7 +19,7 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.bench_meters import settle
 from orchestrator.bench_ppo import ppo_fps
@@ -28,12 +29,13 @@ from orchestrator.events import EventLog
 
 if TYPE_CHECKING:
     from orchestrator.bench_session import Bench
+    from training.ray_transport import RayTransport
 
 PORT_OFFSET = 200  # the hosts' ports, clear of the bench's own tabs and page server
 
 
 def ray_phase(bench: Bench) -> None:
-    from orchestrator.ray_fleet import HostFleet, RayMissing, require_ray, start_ray
+    from orchestrator.ray_fleet import HostFleet, RayMissing, require_ray, start_ray, trainer_address
 
     s, r = bench.s, bench.result
     try:
@@ -55,7 +57,8 @@ def ray_phase(bench: Bench) -> None:
         hosts_s = fleet.start(cfg)
         from training.ray_transport import RayVecEnv
 
-        with contextlib.closing(RayVecEnv(fleet.actors, tabs, fleet.ports, report=fleet)) as venv:
+        with contextlib.closing(RayVecEnv(fleet.actors, tabs, fleet.ports, report=fleet,
+                                           bind_host=trainer_address(s.ray))) as venv:
             # Measured once Ray's own start-up work is over, as the inline row's browser was long up.
             settle_s = settle(bench.meter, "ray")
             row = bench.row("ray", hosts * tabs, 1, venv)
@@ -70,7 +73,7 @@ def ray_phase(bench: Bench) -> None:
                                   note=f"PPO fps, {hosts} Ray hosts"))
                 bench.say(f"[Bench]   PPO {r.ray_ppo['fps']:,.0f} fps through Ray hosts (n_steps {r.ray_ppo['n_steps']}; "
                           f"collecting {r.ray_ppo['collect_s']:.1f} s, training {r.ray_ppo['train_s']:.1f} s)")
-            calls = empty_calls(bench, fleet.actors, s.seconds)  # the vec env is idle now: no answer is in flight
+            rounds = empty_rounds(bench, venv.ray_transport, s.seconds)
     finally:
         fleet.stop()
     inline = next((x for x in r.rows if x.mode == "inline" and x.tabs == hosts * tabs), None)
@@ -81,31 +84,27 @@ def ray_phase(bench: Bench) -> None:
         "ratio_to_inline": round(row.steps_per_s / inline.steps_per_s, 3) if inline else None,
         "ray_start_s": round(ray_s, 2), "hosts_ready_s": round(hosts_s, 2), "settle_s": round(settle_s, 1),
         "total_s": round(time.monotonic() - began, 1),
-        "empty_calls": calls,
-        # how much of the Ray row's vec step is Ray's round of calls alone
-        "calls_share_of_step": round(row.steps_per_s / hosts / tabs / calls["rounds_per_s"], 3),
+        "empty_rounds": rounds,
+        # how much of the Ray row's vec step is the hosts' round alone
+        "round_share_of_step": round(row.steps_per_s / hosts / tabs / rounds["rounds_per_s"], 3),
     }
 
 
-def empty_calls(bench: Bench, actors: list[Any], seconds: float) -> dict[str, float]:
-    """Rounds per second of one empty `step` call to every host, waited for together as the Ray
-    transport waits for a vec step's calls, and the CPU of a round (ms: this process, Ray's)."""
-    import ray
-
-    from training.host_reply import pack
-
-    nothing = pack({})
-    ray.get([actor.step.remote(nothing) for actor in actors])
+def empty_rounds(bench: Bench, transport: RayTransport, seconds: float) -> dict[str, float]:
+    """Rounds per second of one empty step frame to every host, waited for together as a vec step's
+    frames are, and the CPU of a round (ms: this process; the host actors' and Ray's)."""
+    transport.round_trip()
     before = bench.meter.sample()
     began, rounds = time.monotonic(), 0
     while time.monotonic() - began < seconds:
-        ray.get([actor.step.remote(nothing) for actor in actors])
+        transport.round_trip()
         rounds += 1
     elapsed = time.monotonic() - began
     cpu = bench.meter.delta(before, bench.meter.sample())
     figures = {"rounds_per_s": round(rounds / elapsed, 1), "ms_per_round": round(1e3 * elapsed / rounds, 3),
                "python_cpu_ms_per_round": round(1e3 * cpu["python"] / rounds, 3),
                "ray_cpu_ms_per_round": round(1e3 * cpu["ray"] / rounds, 3)}
-    bench.say(f"[Bench]   Ray's own round: an empty step call to each of {len(actors)} hosts, {figures['ms_per_round']:.2f} ms "
-              f"({figures['python_cpu_ms_per_round']:.2f} ms CPU here, {figures['ray_cpu_ms_per_round']:.2f} ms in Ray's processes)")
+    bench.say(f"[Bench]   Hosts' own round: an empty step frame to each of {len(transport.hosts)} hosts, "
+              f"{figures['ms_per_round']:.3f} ms ({figures['python_cpu_ms_per_round']:.3f} ms CPU here, "
+              f"{figures['ray_cpu_ms_per_round']:.3f} ms in the host actors and Ray's processes)")
     return figures

@@ -131,11 +131,11 @@ def _other_lines(result: BenchResult) -> list[str]:
                      f"{versus}; Ray started in {ray['ray_start_s']:.1f} s, hosts had their tabs connected "
                      f"{ray['hosts_ready_s']:.1f} s later, and Ray's own start-up work was over "
                      f"{ray.get('settle_s', 0.0):.1f} s after that (measured from then)")
-        calls = ray.get("empty_calls")
-        if calls:
-            lines.append(f"Ray's own round (an empty step call to each host, no tab stepped): {calls['ms_per_round']:.2f} ms, "
-                         f"{calls['python_cpu_ms_per_round'] + calls['ray_cpu_ms_per_round']:.2f} ms CPU; "
-                         f"{100 * ray['calls_share_of_step']:.0f}% of a vec step through the hosts")
+        rounds = ray.get("empty_rounds")
+        if rounds:
+            lines.append(f"Hosts' own round (an empty step frame to each host, no tab stepped): {rounds['ms_per_round']:.3f} ms, "
+                         f"{rounds['python_cpu_ms_per_round'] + rounds['ray_cpu_ms_per_round']:.3f} ms CPU; "
+                         f"{100 * ray['round_share_of_step']:.0f}% of a vec step through the hosts")
     if result.ray_ppo:
         inline = next((row.steps_per_s for row in result.rows if row.mode == "ppo-inline"
                        or (row.mode == "ppo-tabs" and row.sims_per_tab == 1 and row.envs == result.ray_ppo["n_envs"])), None)

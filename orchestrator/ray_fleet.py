@@ -284,8 +284,16 @@ def set_up_on_ray(run: Any, cfg: RunConfig, events: EventLog) -> None:
     fleet.start(cfg)
     run.venv = fleet.venv = RayVecEnv(
         fleet.actors, cfg.envs, fleet.ports, sims=cfg.sims_per_tab, report=fleet,
-        straggler_s=cfg.straggler_grace, on_outage=fleet.record_outage,
+        straggler_s=cfg.straggler_grace, on_outage=fleet.record_outage, bind_host=trainer_address(cfg.ray),
     )
+
+
+def trainer_address(address: str) -> str:
+    """Where the hosts reach the trainer's step channel: this machine's address in the Ray cluster
+    (loopback when the cluster is this machine's own)."""
+    import ray
+
+    return "127.0.0.1" if address == "local" else ray.util.get_node_ip_address()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,15 +2,17 @@
 the embedded page server, opened with the same set-up steps as a local run (`run_setup.py`).
 
 The host heals its own tabs exactly as a local run does (its own `Fleet`: pool, health channel,
-replacements, recycling). The trainer's side (`training/ray_transport.py`) calls `step` once
-per vec step with the actions of this host's tabs; the reply carries their answers, what the
-pool said meanwhile (events, forwarded to the run's event log with the host named) and the
-step counts. Nothing here listens beyond 127.0.0.1: only Ray's own connections cross machines.
+replacements, recycling). The trainer's side (`training/ray_transport.py`) calls `serve` once:
+the host connects to the trainer's step channel (`training/host_channel.py`) and answers each
+frame with `step`, once per vec step with the actions of this host's tabs; the reply carries
+their answers, what the pool said meanwhile (events, forwarded to the run's event log with the
+host named) and the step counts. Nothing here listens beyond 127.0.0.1: the host connects out.
 
 If the actor dies (the machine, the process, `ray.kill`), Ray runs `__init__` again
-(`max_restarts=-1`), which opens a fresh browser and tabs; the trainer then asks it to `rejoin`,
-and its tabs' first observations end the outage. A host whose tabs cannot go on (a port left
-empty past its connect deadline) ends its own process so that Ray restarts it the same way.
+(`max_restarts=-1`), which opens a fresh browser and tabs; the trainer then asks it to `serve`
+and to `rejoin`, and its tabs' first observations end the outage. A host whose tabs cannot go on
+(a port left empty past its connect deadline) ends its own process so that Ray restarts it the
+same way.
 """
 
 from __future__ import annotations
@@ -31,19 +33,23 @@ from browser_pool import faults
 from orchestrator.config import RunConfig
 from orchestrator.events import say
 from orchestrator.run_setup import RunPieces, find_browser, fleet_env_settings, free_ports, open_fleet, tab_urls
-from training.host_reply import HostReply, pack, unpack
+from training import host_channel
+from training.host_reply import HostReply
 from training.inline_vec_env import InlineTransport, inline_transport
 from training.step_round import Answer, Back, Failed, Stepped
 from training.tab_link import PortInUse, TabLost
 
-# The calls that may run while a step is in flight (fault injection, a checkpoint's name): Ray
-# runs each concurrency group's calls on their own threads, `step` one at a time, in order.
+# Ray runs each concurrency group's calls on their own thread: `serve` for as long as the step
+# channel is open, fault injection and a checkpoint's name while it is, and the rest (`describe`,
+# `reset`, `close`) on the default thread.
+CHANNEL = "channel"
 CONTROL = "control"
+METHOD_GROUPS = {"serve": CHANNEL, "inject": CONTROL, "env_method": CONTROL}
 ACTOR_OPTIONS: dict[str, Any] = {
     "max_restarts": -1,  # a dead host comes back, as often as it dies
-    "max_task_retries": 0,  # at-most-once: a step in flight when it dies is a failure, never run twice
+    "max_task_retries": 0,  # at-most-once: a call in flight when it dies is a failure, never run twice
     "num_cpus": 0,  # the tabs' CPU is Chromium's; Ray's CPU count must not limit hosts
-    "concurrency_groups": {CONTROL: 1},
+    "concurrency_groups": {CHANNEL: 1, CONTROL: 1},
 }
 INJECT_TIMEOUT_S = 15.0
 PORT_TRIES = 3
@@ -134,13 +140,17 @@ class TabHost:
         assert self.transport is not None
         return self.transport.reset(seeds, options)
 
-    def step(self, packed_actions: bytes, rejoin: bool = False, wait_s: float = 0.0) -> bytes:
-        """Step the tabs in the actions (tab -> array, `pack`ed); the reply (a `HostReply`,
-        `pack`ed) holds their answers as far as they are in within the grace after the first, and
-        every other answer waiting (late steps, new pages). `rejoin`: new episodes in every tab,
-        answered as `Back` (after this host failed)."""
+    def serve(self, address: tuple[str, int], ticket: bytes) -> None:
+        """Connect to the trainer's step channel at `address` and answer its frames with `step`
+        until it closes the channel."""
+        host_channel.serve(address, ticket, lambda message: self.step(**message))
+
+    def step(self, actions: dict[int, np.ndarray], rejoin: bool = False, wait_s: float = 0.0) -> HostReply:
+        """Step the tabs in the actions (tab -> array); the reply holds their answers as far as
+        they are in within the grace after the first, and every other answer waiting (late
+        steps, new pages). `rejoin`: new episodes in every tab, answered as `Back` (after this
+        host failed)."""
         assert self.transport is not None
-        actions: dict[int, np.ndarray] = unpack(packed_actions)
         try:
             if rejoin:
                 obs, infos = self.transport.reset([None] * self.tabs * self.sims, [{} for _ in range(self.tabs * self.sims)])
@@ -154,7 +164,7 @@ class TabHost:
         except TabLost as exc:  # this host cannot go on; Ray restarts it afresh
             self._say(f"! cannot go on ({type(exc).__name__}: {exc}); ending this host so that Ray restarts it")
             os._exit(70)
-        return pack(self._reply(answers))
+        return self._reply(answers)
 
     def _collect(self, sent: set[int], wait_s: float) -> list[tuple[int, Answer]]:
         assert self.transport is not None
@@ -247,10 +257,12 @@ def tabs_host_actor_class() -> Any:
     return ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(TabsHost)
 
 
-def host_actor_class() -> Any:
-    """`TabHost` as a Ray actor class (Ray is imported only here, when a run asks for it)."""
+def host_actor_class(cls: type = TabHost) -> Any:
+    """`TabHost` (or a stand-in with its methods, in tests) as a Ray actor class (Ray is imported
+    only here, when a run asks for it)."""
     import ray
 
-    for name in ("inject", "env_method"):
-        ray.method(concurrency_group=CONTROL)(getattr(TabHost, name))  # marks the function, as the decorator would
-    return ray.remote(**ACTOR_OPTIONS)(TabHost)
+    for name, group in METHOD_GROUPS.items():
+        if hasattr(cls, name):
+            ray.method(concurrency_group=group)(getattr(cls, name))  # marks the function, as the decorator would
+    return ray.remote(**ACTOR_OPTIONS)(cls)

@@ -7,6 +7,7 @@ with and without restart, an actor slower than the straggler grace.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from orchestrator.ray_host import host_actor_class  # noqa: E402
 from tests import fake_ray_host  # noqa: E402
 from tests.fake_ray_host import TABS  # noqa: E402
 from training import ray_transport  # noqa: E402 - needs Ray
@@ -42,7 +44,7 @@ def local_ray() -> Iterator[None]:
         assert not left, f"Ray left processes behind: {[p.pid for p in left]}"
 
 
-FakeHost = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(fake_ray_host.FakeHost)
+FakeHost = host_actor_class(fake_ray_host.FakeHost)
 
 
 def _venv(hosts: list[Any], straggler_s: float = 0.3) -> tuple[RayVecEnv, list[tuple[str, dict[str, Any]]]]:
@@ -54,7 +56,7 @@ def _venv(hosts: list[Any], straggler_s: float = 0.3) -> tuple[RayVecEnv, list[t
 
 
 def _step(venv: RayVecEnv) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    return venv.step(np.zeros((venv.num_envs, 2), dtype=np.float32))
+    return venv.step(np.zeros((venv.num_envs, 3), dtype=np.float32))
 
 
 def test_one_call_per_host_per_vec_step(local_ray) -> None:
@@ -137,5 +139,56 @@ def test_a_host_gone_for_good_leaves_its_tabs_out_and_says_so(local_ray, monkeyp
             assert rewards.tolist() == [1.0, 1.0, 0.0, 0.0]  # the others train on
             assert [i.get(TAB_WAITING) for i in infos[2:]] == [HOST_FAILURE, HOST_FAILURE]
         assert "host_back" not in [k for k, _ in reports]
+    finally:
+        venv.close()
+
+
+def test_a_dropped_step_channel_is_an_outage_until_the_host_serves_again(local_ray) -> None:
+    """The connection breaks while the actor lives (a network cut): its tabs fail once, the host
+    is asked to serve again, and its rejoined tabs step on."""
+    hosts = [FakeHost.remote(), FakeHost.remote()]
+    venv, reports = _venv(hosts)
+    try:
+        _step(venv)
+        conn = venv.ray_transport.hosts[1].conn
+        assert conn is not None
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        infos_seen = []
+        end = time.monotonic() + 60
+        while time.monotonic() < end and "host_back" not in [k for k, _ in reports]:
+            obs, rewards, dones, infos = _step(venv)
+            infos_seen.append(infos)
+        failed = [f for k, f in reports if k == "host_failed"]
+        assert [f["host"] for f in failed] == [1] and "step channel" in failed[0]["detail"]
+        assert "host_back" in [k for k, _ in reports]
+        assert any(i[2].get(TAB_FAILURE) == HOST_FAILURE for i in infos_seen)
+        assert dones[2:].all() and obs[2:, 0].tolist() == [-1.0, -1.0]  # the rejoin's first observations
+        obs, rewards, dones, infos = _step(venv)
+        assert rewards.tolist() == [1.0] * 4
+        assert venv.ray_transport.hosts[1].conn is not conn
+    finally:
+        venv.close()
+
+
+def test_a_bug_in_a_host_is_raised_not_healed(local_ray) -> None:
+    hosts = [FakeHost.remote(), FakeHost.remote(fail_after=2)]
+    venv, reports = _venv(hosts)
+    try:
+        with pytest.raises(RuntimeError, match="host 2 failed a step:(.|\n)*ValueError: a bug in the host's step"):
+            for _ in range(10):
+                _step(venv)
+        assert "host_failed" not in [k for k, _ in reports]
+    finally:
+        venv.close()
+
+
+def test_a_wrong_sized_action_array_is_refused_with_its_shape_and_stepping_goes_on(local_ray) -> None:
+    hosts = [FakeHost.remote(), FakeHost.remote()]
+    venv, _ = _venv(hosts)
+    try:
+        with pytest.raises(ValueError, match=r"actions of shape \(4, 2\): this vec env takes \(4, 3\)"):
+            venv.step(np.zeros((4, 2), dtype=np.float32))
+        obs, rewards, dones, infos = _step(venv)
+        assert rewards.tolist() == [1.0] * 4
     finally:
         venv.close()

@@ -1,11 +1,9 @@
 """What a Ray host (orchestrator/ray_host.py) answers the Ray transport (training/ray_transport.py)
-for one call; light to import, as each host and fake host in tests unpickles it.
+for one step frame; light to import, as each host and fake host in tests unpickles it.
 
-A step call's actions and its reply cross Ray as one pickled `bytes` each (`pack`, `unpack`):
-Ray's own serializer sends every numpy array as an out-of-band buffer with its metadata, which
-cost about 0.25 ms of CPU per call on each side here (an actor call that returns a 2-tab reply:
-actor 0.64 ms instead of 0.90, driver 0.46 ms instead of 0.67; 2 cores, load 7). Ray pickles
-everything it sends anyway, so bytes add no new trust: they stay among a run's own processes.
+Frames on the step channel (`training/host_channel.py`) are pickles (`pack`, `unpack`), read
+only from a peer that presented a ticket the trainer gave out through Ray: the same trust as
+Ray's own calls, which pickle everything they carry.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ class HostReply:
 
 
 def pack(value: object) -> bytes:
-    """A step call's actions (tab -> array) or a `HostReply`, as Ray carries them."""
+    """A step frame's arguments or a `HostReply`, as the step channel carries them."""
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -111,6 +111,11 @@ class TabVecEnv(VecEnv):
         return obs.copy()
 
     def step_async(self, actions: np.ndarray) -> None:
+        # A page sent a wrong-sized action answers nothing: refuse it here, with the cause.
+        expected = (self.num_envs, *(self.action_space.shape or ()))
+        if np.shape(actions) != expected:
+            raise ValueError(f"actions of shape {np.shape(actions)}: this vec env takes {expected}, "
+                             f"one action of {expected[1:]} per env")
         self.outages.step_began()
         k = self.sims
         tabs = self.round.begin(time.monotonic())
