@@ -210,7 +210,10 @@ def _plot_restarts(restart_ax: Any, events: list[dict[str, Any]], t0: float) -> 
 
 def print_report(report: dict[str, Any], say: Any = print) -> None:
     say(f"Run {report['run_dir']}: {report['status']}, {report['timesteps']:,} steps, {report['episodes']} episodes in {report['duration_s'] / 60:.1f} min")
-    say(f"  speed: {report['fps_mean']} steps/s on average; mean episode reward {report['mean_reward_first']} -> {report['mean_reward_last']}")
+    if report["fps_mean"] is None:  # the run ended before its first progress report
+        say("  speed and mean episode reward: the run ended before its first progress report")
+    else:
+        say(f"  speed: {report['fps_mean']} steps/s on average; mean episode reward {report['mean_reward_first']} -> {report['mean_reward_last']}")
     causes = ", ".join(f"{k} {v}" for k, v in report["tab_failures_by_cause"].items()) or "none"
     say(f"  tab replacements and browser relaunches: {report['tab_restarts']} (tab failures by cause: {causes}); "
         f"trainer restarts: {report['trainer_restarts']}")

@@ -248,6 +248,16 @@ def test_morning_report_has_a_task_panel_and_says_reward_gaming(tmp_path: Path) 
     said.clear()
     print_report(fine, said.append)
     assert not [s for s in said if "gaming" in s] and any("orb collected 100%" in s for s in said)
+    assert "  speed: 100.0 steps/s on average; mean episode reward -1000.0 -> -1000.0" in said
+
+
+def test_a_run_shorter_than_one_progress_report_says_so_rather_than_none(tmp_path: Path) -> None:
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "events.jsonl").write_text("")
+    said: list[str] = []
+    print_report(build_report(tmp_path / "short"), said.append)
+    assert "  speed and mean episode reward: the run ended before its first progress report" in said
+    assert not [s for s in said if "None" in s]
 
 
 class _FakeVecEnv:
