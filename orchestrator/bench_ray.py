@@ -1,5 +1,8 @@
 """`lunarfleet bench`, (g): the same number of tabs through Ray hosts (`--ray local --hosts 2`,
-2 tabs each, by default) against the inline vec env's row for as many tabs in this run; PPO
+2 tabs each, by default) against the inline vec env with as many tabs, in alternating windows
+(`PAIRS` of each, one after the other; the ratio is the median of the pairs' ratios: this
+machine's speed drifts by a third over a bench run, so rows measured minutes apart gave ratios
+from 0.47 to 0.74 for the same code, and a pair's two windows share the drift); PPO
 through them at the original app's settings (rollouts of `--ppo-rollout` steps, one simulation per
 tab; compared with `ppo-inline` where the full bench measures it); and the seconds Ray takes to
 start and the hosts to have their tabs connected.
@@ -16,22 +19,26 @@ browser and page server. Skipped, and said so, where Ray is not installed.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.bench_meters import settle
+from orchestrator.bench_meters import collect, settle
 from orchestrator.bench_ppo import ppo_fps
 from orchestrator.bench_results import MAX_EPISODE_STEPS, Row
 from orchestrator.config import RunConfig
 from orchestrator.events import EventLog
 
 if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
     from orchestrator.bench_session import Bench
     from training.ray_transport import RayTransport
 
 PORT_OFFSET = 200  # the hosts' ports, clear of the bench's own tabs and page server
+PAIRS = 3  # alternating windows of the hosts and of the inline vec env, for the ratio
 
 
 def ray_phase(bench: Bench) -> None:
@@ -62,6 +69,7 @@ def ray_phase(bench: Bench) -> None:
             # Measured once Ray's own start-up work is over, as the inline row's browser was long up.
             settle_s = settle(bench.meter, "ray")
             row = bench.row("ray", hosts * tabs, 1, venv)
+            pairs = alternate(bench, venv, hosts * tabs)
             if s.ppo:
                 import torch
 
@@ -76,18 +84,33 @@ def ray_phase(bench: Bench) -> None:
             rounds = empty_rounds(bench, venv.ray_transport, s.seconds)
     finally:
         fleet.stop()
-    inline = next((x for x in r.rows if x.mode == "inline" and x.tabs == hosts * tabs), None)
     row.note = f"{hosts} hosts x {tabs} tabs, --ray {s.ray}"
     r.ray = {
         "address": s.ray, "hosts": hosts, "tabs_per_host": tabs, "steps_per_s": row.steps_per_s,
-        "inline_steps_per_s": inline.steps_per_s if inline else None,
-        "ratio_to_inline": round(row.steps_per_s / inline.steps_per_s, 3) if inline else None,
+        "pairs": pairs,  # [hosts, inline] env-steps/s of each pair of alternating windows
+        "inline_steps_per_s": round(statistics.median(i for _, i in pairs), 1),
+        "ratio_to_inline": round(statistics.median(h / i for h, i in pairs), 3),
         "ray_start_s": round(ray_s, 2), "hosts_ready_s": round(hosts_s, 2), "settle_s": round(settle_s, 1),
         "total_s": round(time.monotonic() - began, 1),
         "empty_rounds": rounds,
         # how much of the Ray row's vec step is the hosts' round alone
         "round_share_of_step": round(row.steps_per_s / hosts / tabs / rounds["rounds_per_s"], 3),
     }
+
+
+def alternate(bench: Bench, hosts_venv: VecEnv, tabs: int) -> list[list[float]]:
+    """`PAIRS` pairs of windows, the hosts' then the inline vec env's (as many tabs, its own
+    browser on this machine), env-steps/s of a random policy in each."""
+    window = bench.s.seconds / PAIRS
+    pairs = []
+    with bench.browser(tabs), bench.vec_env(tabs, "inline", 1) as inline:
+        for _ in range(PAIRS):
+            via_hosts, _ = collect(hosts_venv, window, bench.s.warmup_s)
+            direct, _ = collect(inline, window, bench.s.warmup_s)
+            pairs.append([round(via_hosts, 1), round(direct, 1)])
+    bench.say(f"[Bench]   alternating windows, hosts vs inline with {tabs} tabs: "
+              + ", ".join(f"{h:,.0f} vs {i:,.0f}" for h, i in pairs) + " env-steps/s")
+    return pairs
 
 
 def empty_rounds(bench: Bench, transport: RayTransport, seconds: float) -> dict[str, float]:

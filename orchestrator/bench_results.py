@@ -105,8 +105,8 @@ class BenchResult:
     realtime: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     fastest_kind: str | None = None  # inline, subproc or tie (within 10%), one simulation per tab
-    # (g) tabs through Ray hosts: steps_per_s, ratio_to_inline (same number of tabs, this run),
-    # ray_start_s, hosts_ready_s; or skipped (why)
+    # (g) tabs through Ray hosts: steps_per_s, pairs and ratio_to_inline (alternating windows with the
+    # inline vec env, as many tabs), ray_start_s, hosts_ready_s; or skipped (why)
     ray: dict[str, Any] = field(default_factory=dict)
     ray_ppo: dict[str, Any] = field(default_factory=dict)  # (g) PPO through the Ray hosts (fps, n_steps, collect_s, train_s)
     # (i) --dashboard at 8 tabs: steps/s and CPU ms per 1000 steps without and with it, cost_percent

@@ -125,10 +125,10 @@ def _other_lines(result: BenchResult) -> list[str]:
     if ray.get("skipped"):
         lines.append(f"Ray hosts: not measured ({ray['skipped']})")
     elif ray:
-        versus = (f" = {ray['ratio_to_inline']:.2f}x inline with {ray['hosts'] * ray['tabs_per_host']} tabs "
-                  f"({ray['inline_steps_per_s']:,.0f})" if ray.get("ratio_to_inline") is not None else "")
-        lines.append(f"Ray hosts: {ray['hosts']} x {ray['tabs_per_host']} tabs collected {ray['steps_per_s']:,.0f} env-steps/s"
-                     f"{versus}; Ray started in {ray['ray_start_s']:.1f} s, hosts had their tabs connected "
+        lines.append(f"Ray hosts: {ray['hosts']} x {ray['tabs_per_host']} tabs collected {ray['steps_per_s']:,.0f} env-steps/s; "
+                     f"{ray['ratio_to_inline']:.2f}x inline with {ray['hosts'] * ray['tabs_per_host']} tabs "
+                     f"(median of {len(ray['pairs'])} pairs of alternating windows, inline {ray['inline_steps_per_s']:,.0f}); "
+                     f"Ray started in {ray['ray_start_s']:.1f} s, hosts had their tabs connected "
                      f"{ray['hosts_ready_s']:.1f} s later, and Ray's own start-up work was over "
                      f"{ray.get('settle_s', 0.0):.1f} s after that (measured from then)")
         rounds = ray.get("empty_rounds")

@@ -175,8 +175,10 @@ class TabHost:
             now = time.monotonic()
             if pending:
                 timeout = None if grace_end is None else max(grace_end - now, 0.0)
+            elif answers:
+                return answers  # anything else in by now comes with the next reply: no second run of the loop
             else:
-                timeout = 0.0 if answers else max(idle_end - now, 0.0)
+                timeout = max(idle_end - now, 0.0)
             got = self.transport.collect(timeout)
             if not got:
                 return answers

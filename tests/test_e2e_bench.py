@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pstats
+import statistics
 from pathlib import Path
 
 import pytest
@@ -102,9 +103,14 @@ def test_bench_quick_writes_rows_and_summary_fields(tmp_path: Path, ports, no_le
     ray = data["ray"]
     if importlib.util.find_spec("ray") is None:
         assert "not installed" in ray["skipped"]
-    else:  # (g) 4 tabs through 2 local Ray hosts; no 4-tab inline row here to compare with
+    else:  # (g) 4 tabs through 2 local Ray hosts, against inline 4 tabs in alternating windows
         assert ray["hosts"] == 2 and ray["tabs_per_host"] == 2 and ray["steps_per_s"] > 0
-        assert ray["ray_start_s"] > 0 and ray["hosts_ready_s"] > 0 and ray["ratio_to_inline"] is None
+        assert ray["ray_start_s"] > 0 and ray["hosts_ready_s"] > 0
+        pairs = ray["pairs"]
+        assert len(pairs) == 3 and all(h > 0 and i > 0 for h, i in pairs)
+        assert ray["ratio_to_inline"] == pytest.approx(statistics.median(h / i for h, i in pairs), abs=1e-3)
+        assert ray["inline_steps_per_s"] == pytest.approx(statistics.median(i for _, i in pairs), abs=0.1)
+        assert "median of 3 pairs of alternating windows" in result.stdout
         assert by[("ray", 4)]["envs"] == 4 and "Ray hosts: 2 x 2 tabs collected" in result.stdout
         # the host actors' Python and Ray's processes in their own column, not the browser's
         assert by[("ray", 4)]["ray_cpu_ms_per_1k"] > 0 and by[("ray", 4)]["browser_cpu_ms_per_1k"] > 0

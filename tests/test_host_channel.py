@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from training import host_channel
@@ -24,6 +25,8 @@ from training.host_channel import (
     HostError,
     frame,
 )
+from training.host_reply import HostReply, pack, unpack
+from training.step_round import Back, Failed, Stepped
 
 
 def _admit(listener: ChannelListener, timeout: float = 10.0) -> tuple[int, HostConnection] | None:
@@ -149,3 +152,28 @@ def test_a_host_that_cannot_reach_the_trainer_says_where_it_tried() -> None:
         port = s.getsockname()[1]  # nothing listens there
     with pytest.raises(ConnectionError, match=f"cannot reach the trainer's step channel at 127.0.0.1:{port}"):
         host_channel.serve(("127.0.0.1", port), b"\0" * host_channel.TICKET_BYTES, lambda m: None)
+
+
+def test_a_host_reply_crosses_flattened_and_comes_back_equal_and_writable() -> None:
+    obs = np.arange(60, dtype=np.float32).reshape(2, 30)
+    reply = HostReply(
+        answers=[
+            (0, Stepped(obs, np.array([1.5, -2.0], np.float32), np.array([False, True]), [{"a": 1}, {"b": None}],
+                        recycling=True, reset_infos=[{}, {"seed": 3}])),
+            (1, Back(obs[:1] * 2, [{"x": "y"}])),
+            (2, Failed("crash", {"tab_failure": "crash"})),
+        ],
+        events=[("failed", {"port": 8765})], steps=[4, 5, 6], restarts=[0, 1, 0], fatal="gave up",
+    )
+    back = unpack(pack(reply))
+    assert isinstance(back, HostReply) and back.events == reply.events and back.fatal == "gave up"
+    assert (back.steps, back.restarts) == (reply.steps, reply.restarts)
+    (i, s), (j, b), (k, f) = back.answers
+    assert (i, j, k) == (0, 1, 2) and f == Failed("crash", {"tab_failure": "crash"})
+    sent = reply.answers[0][1]
+    assert isinstance(s, Stepped) and isinstance(sent, Stepped)
+    for got, want in ((s.obs, sent.obs), (s.rewards, sent.rewards), (s.dones, sent.dones)):
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want) and got.flags.writeable
+    assert (s.infos, s.recycling, s.reset_infos) == (sent.infos, True, sent.reset_infos)
+    assert isinstance(b, Back) and np.array_equal(b.obs, obs[:1] * 2) and b.reset_infos == [{"x": "y"}]
+    assert unpack(pack({"actions": {0: obs[:1]}}))["actions"][0].tolist() == obs[:1].tolist()  # frames to hosts: plain pickles

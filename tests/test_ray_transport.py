@@ -192,3 +192,24 @@ def test_a_wrong_sized_action_array_is_refused_with_its_shape_and_stepping_goes_
         assert rewards.tolist() == [1.0] * 4
     finally:
         venv.close()
+
+
+def test_a_host_that_cannot_reach_the_trainer_ends_the_start_with_the_cause(local_ray, monkeypatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens there
+    listener_init = ray_transport.ChannelListener.__init__
+
+    def advertising_a_closed_port(self: Any, bind_host: str) -> None:
+        listener_init(self, bind_host)
+        self.address = (bind_host, closed)
+
+    monkeypatch.setattr(ray_transport.ChannelListener, "__init__", advertising_a_closed_port)
+    hosts = [FakeHost.remote(), FakeHost.remote()]
+    try:
+        with pytest.raises(RuntimeError, match=rf"host \d cannot serve its step channel: ConnectionError: cannot reach "
+                                               rf"the trainer's step channel at 127.0.0.1:{closed}"):
+            RayVecEnv(hosts, TABS, list(range(2 * TABS)), report=lambda k, f: None)
+    finally:
+        for host in hosts:
+            ray.kill(host, no_restart=True)
