@@ -24,6 +24,7 @@ from browser_pool.tab_record import EnvReport, TabRecord
 from orchestrator.config import RunConfig
 from orchestrator.events import EventLog, say
 from orchestrator.fleet import outage_summary, record_outage
+from training.host_reply import ray_error_cause
 
 if TYPE_CHECKING:
     from orchestrator.chaos import Fault
@@ -115,7 +116,7 @@ class HostFleet:
                 raise HostSetupError(f"host {h + 1} did not have its tabs connected within {limit:.0f} s (is a "
                                      f"machine offering {HOST_RESOURCE} missing, or Chromium slow there?)") from None
             except ray.exceptions.RayError as exc:
-                raise HostSetupError(f"host {h + 1} could not start: {_first_line(exc)}") from None
+                raise HostSetupError(f"host {h + 1} could not start: {ray_error_cause(exc)}") from None
             self.ports += info["ports"]
             self.machines.append(info["machine"])
             say(f"[Setup] Host {h + 1} on {info['machine']} (pid {info['pid']}): {cfg.envs} tabs connected on its "
@@ -195,7 +196,8 @@ class HostFleet:
             self.events("warning", {"host": host, "message": (
                 f"host {host + 1} ({self.machines[host]}) has been out for {fields['seconds']:.0f} s; its tabs "
                 f"{', '.join(str(j + 1) for j in self.host_tabs[host])} get frozen steps until Ray starts it again "
-                f"(on a machine offering {HOST_RESOURCE}); the other hosts train on")})
+                f"(on a machine offering {HOST_RESOURCE}); the other hosts train on (last error: "
+                f"{fields.get('last_error') or 'none'})")})
 
     def _host_event(self, host: int, kind: str, fields: dict[str, Any]) -> None:
         log_host_event(self.events, host, self.tabs_per_host, kind, fields)
@@ -296,12 +298,6 @@ def trainer_address(address: str) -> str:
     return "127.0.0.1" if address == "local" else ray.util.get_node_ip_address()
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    # A constructor's error: Ray's last line is the exception itself.
-    return lines[-1].strip()[:300] if lines else type(exc).__name__
-
-
 # ---- lunarfleet tabs --ray ----------------------------------------------------------------------
 TABS_TICK_S = 2.0
 
@@ -368,7 +364,7 @@ def _keep_tabs(cfg: RunConfig, actors: list[Any], events: EventLog, stop: dict[s
             except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:
                 if h not in out:
                     out.add(h)
-                    events("host_failed", {"host": h, "detail": _first_line(exc)})
+                    events("host_failed", {"host": h, "detail": ray_error_cause(exc)})
                 machines.append("?")
                 continue
             if h in out:

@@ -213,3 +213,35 @@ def test_a_host_that_cannot_reach_the_trainer_ends_the_start_with_the_cause(loca
     finally:
         for host in hosts:
             ray.kill(host, no_restart=True)
+
+
+def test_after_the_start_a_host_that_cannot_reach_the_trainer_stays_out_until_it_can(local_ray, monkeypatch) -> None:
+    monkeypatch.setattr(ray_transport, "STILL_OUT_EVERY_S", 0.5)
+    hosts = [FakeHost.remote(), FakeHost.remote()]
+    venv, reports = _venv(hosts)
+    transport = venv.ray_transport
+    address = transport.channel.address
+    try:
+        _step(venv)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            transport.channel.address = ("127.0.0.1", s.getsockname()[1])  # what the hosts are told: nothing there
+        conn = transport.hosts[1].conn
+        assert conn is not None
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        end = time.monotonic() + 60
+
+        def still_out_why() -> list[str]:
+            return [f["last_error"] for k, f in reports if k == "host_still_out"]
+
+        while time.monotonic() < end and not any("cannot reach" in why for why in still_out_why()):
+            obs, rewards, dones, infos = _step(venv)  # never raises
+        assert any("cannot reach the trainer's step channel at 127.0.0.1" in why for why in still_out_why())
+        obs, rewards, dones, infos = _step(venv)
+        assert rewards[:2].tolist() == [1.0, 1.0] and transport.hosts_out() == [1]
+        transport.channel.address = address  # reachable again: the next ask brings it back
+        while time.monotonic() < end and "host_back" not in [k for k, _ in reports]:
+            _step(venv)
+        assert "host_back" in [k for k, _ in reports] and transport.hosts_out() == []
+    finally:
+        venv.close()

@@ -75,3 +75,10 @@ def _bytes(a: np.ndarray) -> tuple[bytes, str, tuple[int, ...]]:
 def _array(flat: tuple[bytes, str, tuple[int, ...]]) -> np.ndarray:
     data, dtype, shape = flat
     return np.frombuffer(data, dtype).reshape(shape).copy()  # writable, as the other transports' arrays
+
+
+def ray_error_cause(exc: BaseException) -> str:
+    """What a Ray error reports as its cause: its last line (the exception a host's or actor
+    constructor's code raised; Ray's messages run to many lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__

@@ -38,7 +38,7 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from stable_baselines3.common.monitor import Monitor
 
 from training.host_channel import ChannelClosed, ChannelListener, HostConnection, HostError
-from training.host_reply import HostReply
+from training.host_reply import HostReply, ray_error_cause
 from training.outages import STRAGGLER_S
 from training.step_round import TAB_FAILURE, TAB_FAILURE_DETAIL, Answer, Failed, Stepped
 from training.tab_env import STEP_REPORT_INTERVAL_S, action_space, observation_space
@@ -64,6 +64,7 @@ class _Host:
     said_out_at: float = 0.0
     next_poll: float = 0.0
     restarts: int = 0  # how often it came back after a failure
+    last_error: str = ""  # why it failed, or why its last ask to serve again did
 
 
 class RayTransport(Transport):
@@ -82,6 +83,7 @@ class RayTransport(Transport):
         self._sticky: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}  # set_stage etc., for a host that rejoins
         self._failed: list[tuple[int, Answer]] = []  # failures found while sending, for the next collect
         self._next_check = 0.0
+        self._started = False  # every host connected once (before, a host that cannot is an error)
         self.channel = ChannelListener(bind_host)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.channel.sock, selectors.EVENT_READ)
@@ -204,6 +206,7 @@ class RayTransport(Transport):
             if self._check_serving():
                 failed = next(h for h, host in enumerate(self.hosts) if host.out_since is not None)
                 raise RuntimeError(f"host {failed + 1} failed before its step channel connected")
+        self._started = True
 
     def _serve(self, h: int) -> None:
         """Ask host `h` (a Ray call) to connect to this side's step channel and serve it."""
@@ -280,8 +283,11 @@ class RayTransport(Transport):
             self.hosts[h].serving = None
             try:
                 ray.get(ref)
-            except RayTaskError as exc:  # e.g. it cannot reach this machine: nothing a restart heals
-                raise RuntimeError(f"host {h + 1} cannot serve its step channel: {_task_error(exc)}") from None
+            except RayTaskError as exc:  # e.g. it cannot reach this machine
+                cause = f"host {h + 1} cannot serve its step channel: {ray_error_cause(exc)}"
+                if not self._started:
+                    raise RuntimeError(cause) from None  # a run cannot start without it
+                answers += self._host_failed(h, ChannelClosed(cause))  # it is asked again, as a dead host is
             except RayError as exc:  # the actor died, is restarting, or its machine is gone
                 answers += self._host_failed(h, exc)
         return answers
@@ -329,10 +335,10 @@ class RayTransport(Transport):
             host.conn, host.in_flight = None, 0
         now = time.monotonic()
         host.next_poll = now + POLL_S
+        detail = host.last_error = _short(exc)
         if host.out_since is not None:
             return []  # still out: its tabs failed already
         host.out_since = host.said_out_at = now
-        detail = _short(exc)
         self._report("host_failed", {"host": h, "cause": type(exc).__name__, "detail": detail, "host_steps": self.host_steps()})
         failed = Failed(HOST_FAILURE, {TAB_FAILURE: HOST_FAILURE, TAB_FAILURE_DETAIL: f"host {h + 1}: {detail}"})
         answers: list[tuple[int, Answer]] = [(j, failed) for j in host.tabs]
@@ -368,7 +374,7 @@ class RayTransport(Transport):
             if host.out_since is not None and now - host.said_out_at >= STILL_OUT_EVERY_S:
                 host.said_out_at = now
                 self._report("host_still_out", {"host": h, "seconds": round(now - host.out_since, 1),
-                                                "tabs": [j for j in host.tabs]})
+                                                "tabs": [j for j in host.tabs], "last_error": host.last_error})
 
     # ---- accounting -------------------------------------------------------------------------
     def _note(self, j: int, answer: Answer) -> None:
@@ -431,9 +437,3 @@ def _short(exc: BaseException) -> str:
     """The first line of a Ray error (they run to many lines)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
-def _task_error(exc: BaseException) -> str:
-    """What a host's own code raised: the last line of Ray's report of it."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(exc).__name__
