@@ -177,3 +177,23 @@ def test_a_host_reply_crosses_flattened_and_comes_back_equal_and_writable() -> N
     assert (s.infos, s.recycling, s.reset_infos) == (sent.infos, True, sent.reset_infos)
     assert isinstance(b, Back) and np.array_equal(b.obs, obs[:1] * 2) and b.reset_infos == [{"x": "y"}]
     assert unpack(pack({"actions": {0: obs[:1]}}))["actions"][0].tolist() == obs[:1].tolist()  # frames to hosts: plain pickles
+
+
+def test_silent_connections_do_not_pile_up_and_a_host_still_gets_in() -> None:
+    listener = ChannelListener("127.0.0.1")
+    silent = [socket.create_connection(listener.address) for _ in range(host_channel.MAX_GREETING + 4)]
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end and select.select([listener.sock], [], [], 1.0)[0]:
+            listener.accept()  # until nobody waits to be accepted
+        assert len(listener.greeting) == host_channel.MAX_GREETING
+        assert _closed_by_peer(silent[0])  # the oldest went first
+        with socket.create_connection(listener.address) as peer:
+            peer.sendall(MAGIC + listener.ticket(0))
+            admitted = _admit(listener)
+            assert admitted is not None and admitted[0] == 0
+            admitted[1].close()
+    finally:
+        for sock in silent:
+            sock.close()
+        listener.close()

@@ -22,6 +22,7 @@ from orchestrator.ray_host import host_actor_class  # noqa: E402
 from tests import fake_ray_host  # noqa: E402
 from tests.fake_ray_host import TABS  # noqa: E402
 from training import ray_transport  # noqa: E402 - needs Ray
+from training.host_channel import MAGIC, MAX_GREETING, TICKET_BYTES  # noqa: E402
 from training.ray_transport import HOST_FAILURE, RayVecEnv  # noqa: E402
 from training.step_round import TAB_FAILURE, TAB_WAITING  # noqa: E402
 
@@ -244,4 +245,30 @@ def test_after_the_start_a_host_that_cannot_reach_the_trainer_stays_out_until_it
             _step(venv)
         assert "host_back" in [k for k, _ in reports] and transport.hosts_out() == []
     finally:
+        venv.close()
+
+
+def test_strangers_on_the_channel_port_cost_nothing(local_ray) -> None:
+    """Silent connections (a port scanner's) beyond what may wait, and one with a wrong ticket,
+    while the vec env steps: it steps on, and a host whose connection drops still rejoins."""
+    hosts = [FakeHost.remote(), FakeHost.remote()]
+    venv, reports = _venv(hosts)
+    transport = venv.ray_transport
+    strangers = [socket.create_connection(transport.channel.address) for _ in range(MAX_GREETING + 3)]
+    try:
+        strangers[-1].sendall(MAGIC + b"\0" * TICKET_BYTES)
+        for _ in range(20):
+            obs, rewards, dones, infos = _step(venv)
+            assert rewards.tolist() == [1.0] * 4
+        conn = transport.hosts[1].conn
+        assert conn is not None
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and "host_back" not in [k for k, _ in reports]:
+            _step(venv)
+        assert "host_back" in [k for k, _ in reports]
+        assert len(transport.channel.greeting) <= MAX_GREETING
+    finally:
+        for sock in strangers:
+            sock.close()
         venv.close()

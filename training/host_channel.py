@@ -38,6 +38,7 @@ HELLO_BYTES = len(MAGIC) + TICKET_BYTES
 LENGTH = struct.Struct("!I")
 MAX_FRAME = 64 << 20  # a reply of 64 tabs x 64 simulations is about 1 MB
 CONNECT_TIMEOUT_S = 10.0
+MAX_GREETING = 16  # connections accepted and still saying hello
 READ_BYTES = 1 << 20
 
 
@@ -170,18 +171,22 @@ class ChannelListener:
         return ticket
 
     def accept(self) -> list[socket.socket]:
-        """The connections waiting to be accepted, now saying hello."""
+        """The connections waiting to be accepted, now saying hello (past `MAX_GREETING`, the
+        oldest still saying it are dropped)."""
         new = []
         while True:
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
-                return new
+                break
             except OSError:
-                return new  # e.g. a peer that reset before we accepted
+                break  # e.g. a peer that reset before we accepted
             sock.setblocking(False)
+            if len(self.greeting) >= MAX_GREETING:  # e.g. a port scanner's connections, silent: the oldest goes
+                self.drop(next(iter(self.greeting)))
             self.greeting[sock] = bytearray()
             new.append(sock)
+        return [sock for sock in new if sock in self.greeting]
 
     def hello(self, sock: socket.socket) -> tuple[int, HostConnection] | None:
         """Read what `sock` said so far: its host and connection once its ticket is in and right.
@@ -197,15 +202,20 @@ class ChannelListener:
         said += data
         if data and len(said) < HELLO_BYTES:
             return None
-        del self.greeting[sock]
         ticket = bytes(said[len(MAGIC) : HELLO_BYTES])
         host = next((h for t, h in self._tickets.items() if hmac.compare_digest(t, ticket)), None)
         if not data or len(said) != HELLO_BYTES or not said.startswith(MAGIC) or host is None:
-            with contextlib.suppress(OSError):
-                sock.close()
+            self.drop(sock)
             return None
+        del self.greeting[sock]
         del self._tickets[ticket]  # a ticket admits one connection
         return host, HostConnection(sock)
+
+    def drop(self, sock: socket.socket) -> None:
+        """Close a connection still saying hello."""
+        del self.greeting[sock]
+        with contextlib.suppress(OSError):
+            sock.close()
 
     def close(self) -> None:
         for sock in [self.sock, *self.greeting]:

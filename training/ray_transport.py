@@ -228,8 +228,11 @@ class RayTransport(Transport):
         answers: list[tuple[int, Answer]] = []
         for key, _ in self._selector.select(timeout):
             if key.fileobj is self.channel.sock:
+                greeting = set(self.channel.greeting)
                 for sock in self.channel.accept():
                     self._selector.register(sock, selectors.EVENT_READ, "hello")
+                for sock in greeting - set(self.channel.greeting):  # dropped to make room
+                    self._selector.unregister(sock)
             elif key.data == "hello":
                 self._hello(key.fileobj)  # type: ignore[arg-type]
             else:
