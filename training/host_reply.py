@@ -5,8 +5,9 @@ Frames on the step channel (`training/host_channel.py`) are pickles (`pack`, `un
 only from a peer that presented a ticket the trainer gave out through Ray: the same trust as
 Ray's own calls, which pickle everything they carry. A `HostReply` crosses flattened, its
 answers as tuples and their arrays as bytes: pickling the dataclasses and numpy arrays
-themselves cost 21 us to write and 16 us to read for a 2-tab reply here, flattened 4 and 7,
-and each of these is on a vec step's critical path (the host writes, the trainer reads).
+themselves cost 21 us to write and 16 us to read for a 2-tab reply here, flattened 6 and 11
+(branch exp-step-channel, experiments/step-channel/reply_codec.py), and each of these is on
+a vec step's critical path (the host writes, the trainer reads).
 """
 
 from __future__ import annotations
