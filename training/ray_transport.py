@@ -187,8 +187,7 @@ class RayTransport(Transport):
         for h, host in enumerate(self.hosts):
             if host.conn is not None and host.out_since is None:
                 self._send(h, {"actions": {}})
-        while any(host.in_flight for host in self.hosts):
-            self._failed += self._wait(POLL_S)
+        self._settle()
 
     # ---- the step channel ----------------------------------------------------------------
     def _connect_all(self) -> None:

@@ -86,6 +86,7 @@ class TabVecEnv(VecEnv):
                 straggler_s=straggler_s, count_episodes=count_episodes, obs_dtype=observation_space.dtype,
             )
             super().__init__(len(self.ports) * sims, observation_space, action_space)
+            self._actions_shape = (self.num_envs, *(action_space.shape or ()))
         except BaseException:
             self.close()
             raise
@@ -112,10 +113,9 @@ class TabVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         # A page sent a wrong-sized action answers nothing: refuse it here, with the cause.
-        expected = (self.num_envs, *(self.action_space.shape or ()))
-        if np.shape(actions) != expected:
-            raise ValueError(f"actions of shape {np.shape(actions)}: this vec env takes {expected}, "
-                             f"one action of {expected[1:]} per env")
+        if np.shape(actions) != self._actions_shape:
+            raise ValueError(f"actions of shape {np.shape(actions)}: this vec env takes {self._actions_shape}, "
+                             f"one action of {self._actions_shape[1:]} per env")
         self.outages.step_began()
         k = self.sims
         tabs = self.round.begin(time.monotonic())
